@@ -95,6 +95,19 @@ def _expand_dotted(changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _merge(current: Any, value: Any, path: str) -> Any:
+    """New value for one field: walk into configs/dicts, replace anything else."""
+    if not isinstance(value, dict):
+        return value
+    if dataclasses.is_dataclass(current) or isinstance(current, dict):
+        return _apply(current, value, path)
+    if current is None:
+        return value
+    # A mapping aimed at a plain leaf (an int, a string...) is a path walking too far.
+    first = next(iter(value), "")
+    raise KeyError(f"unknown config path {path + '.' + first!r}: {path!r} is a {type(current).__name__}, not a config")
+
+
 def _apply(base: Any, changes: dict[str, Any], path: str) -> Any:
     if dataclasses.is_dataclass(base) and not isinstance(base, type):
         names = {f.name for f in dataclasses.fields(base)}
@@ -103,11 +116,7 @@ def _apply(base: Any, changes: dict[str, Any], path: str) -> Any:
             here = f"{path}.{key}" if path else key
             if key not in names:
                 raise KeyError(f"unknown config path {here!r}: {type(base).__name__} has no field {key!r}")
-            current = getattr(base, key)
-            if isinstance(value, dict) and (dataclasses.is_dataclass(current) or isinstance(current, dict)):
-                replacements[key] = _apply(current, value, here)
-            else:
-                replacements[key] = value
+            replacements[key] = _merge(getattr(base, key), value, here)
         return dataclasses.replace(base, **replacements)
     if isinstance(base, dict):
         merged = dict(base)
@@ -115,11 +124,7 @@ def _apply(base: Any, changes: dict[str, Any], path: str) -> Any:
             here = f"{path}.{key}" if path else key
             if key not in base:
                 raise KeyError(f"unknown config path {here!r}: no key {key!r} in the dict at {path or '<root>'!r}")
-            current = base[key]
-            if isinstance(value, dict) and (dataclasses.is_dataclass(current) or isinstance(current, dict)):
-                merged[key] = _apply(current, value, here)
-            else:
-                merged[key] = value
+            merged[key] = _merge(base[key], value, here)
         return merged
     raise KeyError(f"unknown config path {path!r}: {type(base).__name__} value has no fields to override")
 
