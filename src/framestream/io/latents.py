@@ -1,0 +1,101 @@
+"""Latent files: safetensors (preferred) or ``.pt``, with the metadata needed to decode them.
+
+A latent file holds one tensor ``latents`` of shape (B, C, T, h, w) and string metadata:
+the VAE (``wan2.1``/``wan2.2``), pixel frame count, fps, pixel size, and whether the
+latents are normalised with the VAE's published per-channel mean/std.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from framestream.io.atomic import atomic_path
+
+__all__ = ["LatentMetadata", "save_latents", "load_latents"]
+
+LATENT_KEY = "latents"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatentMetadata:
+    """What a decoder needs to know about stored latents."""
+
+    vae: str | None = None
+    """VAE name, ``wan2.1`` or ``wan2.2``."""
+    frames: int | None = None
+    """Pixel frames the latents decode to."""
+    fps: float | None = None
+    """Frame rate of the source video."""
+    height: int | None = None
+    """Pixel height."""
+    width: int | None = None
+    """Pixel width."""
+    normalized: bool = True
+    """Latents are ``(mu - mean) / std`` with the VAE's published statistics."""
+    source: str | None = None
+    """Path of the encoded video, for provenance."""
+
+    def to_strings(self) -> dict[str, str]:
+        return {k: json.dumps(v) for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_strings(cls, data: dict[str, str]) -> "LatentMetadata":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: json.loads(v) for k, v in data.items() if k in known})
+
+
+def save_latents(path: str | Path, latents: torch.Tensor, metadata: LatentMetadata) -> Path:
+    """Write latents atomically to ``.safetensors`` (with metadata) or ``.pt``."""
+    path = Path(path)
+    if latents.ndim != 5:
+        raise ValueError(f"latents must be (B, C, T, h, w), got shape {tuple(latents.shape)}")
+    if path.suffix not in (".safetensors", ".pt", ".pth"):
+        raise ValueError(f"latent file must end in .safetensors or .pt, got {path.name!r}")
+    tensor = latents.detach().to("cpu").contiguous()
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file({LATENT_KEY: tensor}, str(tmp), metadata=metadata.to_strings())
+        else:
+            torch.save({LATENT_KEY: tensor, "metadata": metadata.to_strings()}, tmp)
+    return path
+
+
+def load_latents(path: str | Path) -> tuple[torch.Tensor, LatentMetadata]:
+    """Read latents written by :func:`save_latents` (or any file with one 5-D tensor).
+
+    ``.pt`` files load with ``weights_only=True``: no pickled code runs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"latent file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            raw_meta = handle.metadata() or {}
+            keys = list(handle.keys())
+            key = LATENT_KEY if LATENT_KEY in keys else (keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise ValueError(f"{path}: expected a tensor named {LATENT_KEY!r} (found {keys})")
+            tensor = handle.get_tensor(key)
+    elif path.suffix in (".pt", ".pth"):
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+        if isinstance(data, torch.Tensor):
+            tensor, raw_meta = data, {}
+        elif isinstance(data, dict) and isinstance(data.get(LATENT_KEY), torch.Tensor):
+            tensor, raw_meta = data[LATENT_KEY], data.get("metadata") or {}
+        else:
+            raise ValueError(f"{path}: expected a tensor or a dict with a {LATENT_KEY!r} tensor")
+    else:
+        raise ValueError(f"latent file must end in .safetensors or .pt, got {path.name!r}")
+    if tensor.ndim == 4:
+        tensor = tensor.unsqueeze(0)
+    if tensor.ndim != 5:
+        raise ValueError(f"{path}: latents must be (B, C, T, h, w) or (C, T, h, w), got shape {tuple(tensor.shape)}")
+    return tensor, LatentMetadata.from_strings(raw_meta)
