@@ -1,14 +1,16 @@
 """Scheduler interface: a scheduler owns the whole denoising loop.
 
 Schedulers are shape-agnostic: every op broadcasts per-step scalar sigmas, so one
-scheduler serves any latent layout. Schedule buffers stay fp32 whatever dtype the
-module is moved to (integer timesteps such as 1000 are not representable in bf16).
+scheduler serves any latent layout. Schedule buffers keep their dtype and exact
+values whatever dtype the module is moved to (bf16 would round warped timesteps
+such as 888.89 to 888).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import field
+from collections.abc import Iterable
 from typing import Protocol
 
 import torch
@@ -16,7 +18,16 @@ import torch.nn as nn
 
 from framestream.config import InstantiateConfig, config_dataclass
 
-__all__ = ["FlowPredictor", "Scheduler", "SchedulerConfig", "shift_sigmas"]
+__all__ = [
+    "FlowPredictor",
+    "Scheduler",
+    "SchedulerConfig",
+    "gaussian_like",
+    "lerp_noise",
+    "progress_steps",
+    "shift_sigmas",
+    "snap_sigma",
+]
 
 
 class FlowPredictor(Protocol):
@@ -30,6 +41,51 @@ def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 
+def progress_steps(num_steps: int, enabled: bool, desc: str) -> Iterable[int]:
+    """``range(num_steps)``, wrapped in a tqdm bar when ``enabled``."""
+    if not enabled:
+        return range(num_steps)
+    from tqdm.auto import tqdm
+
+    return tqdm(range(num_steps), desc=desc, total=num_steps)
+
+
+def gaussian_like(reference: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
+    """Standard normal fp32 noise with ``reference``'s shape and device, drawn from ``rng``."""
+    return torch.randn(reference.shape, generator=rng, device=reference.device, dtype=torch.float32)
+
+
+def snap_sigma(
+    timestep: torch.Tensor | float | int,
+    table_timesteps: torch.Tensor,
+    table_sigmas: torch.Tensor,
+    like: torch.Tensor,
+) -> torch.Tensor:
+    """Sigma of the table entry nearest ``timestep``, shaped to broadcast against ``like``.
+
+    ``timestep`` may be a Python number, a 0-d tensor (one sigma for the whole
+    tensor) or a tensor whose shape is a prefix of ``like.shape`` (per-sample /
+    per-frame sigmas). The lookup is an on-device argmin: no host sync.
+    """
+    t = torch.as_tensor(timestep, device=table_timesteps.device).to(torch.float32)
+    if t.ndim > like.ndim or tuple(like.shape[: t.ndim]) != tuple(t.shape):
+        raise ValueError(
+            f"timestep of shape {tuple(t.shape)} must be 0-d or a leading prefix of the input shape {tuple(like.shape)}"
+        )
+    distance = (t.unsqueeze(-1) - table_timesteps.to(torch.float32)).abs()
+    sigma = table_sigmas[distance.argmin(dim=-1)]
+    return sigma.reshape(tuple(t.shape) + (1,) * (like.ndim - t.ndim)).to(like.device)
+
+
+def lerp_noise(
+    clean_input: torch.Tensor, sigma: torch.Tensor, rng: torch.Generator | None
+) -> torch.Tensor:
+    """``(1 - sigma) x0 + sigma eps`` computed in fp32, returned in ``clean_input.dtype``."""
+    eps = gaussian_like(clean_input, rng)
+    noisy = (1 - sigma) * clean_input.to(torch.float32) + sigma * eps
+    return noisy.to(clean_input.dtype)
+
+
 class Scheduler(ABC, nn.Module):
     """Denoising scheduler: ``sample(noise, predict_flow) -> clean``; ``add_noise`` for re-noising."""
 
@@ -38,13 +94,13 @@ class Scheduler(ABC, nn.Module):
         self.config = config
 
     def _apply(self, fn, recurse=True):  # type: ignore[override]
-        # Keep schedule buffers in fp32 through module.to(dtype): only move their device.
-        saved = {name: buf.dtype for name, buf in self.named_buffers(recurse=False)}
+        # Schedule buffers survive module.to(dtype) bit for bit: keep the pre-cast tensors
+        # and only move them to the device the transform chose (a cast-then-restore would
+        # round warped timesteps such as 888.89 through bf16).
+        originals = {name: buf for name, buf in self.named_buffers(recurse=False) if buf is not None}
         result = super()._apply(fn, recurse)
-        for name, dtype in saved.items():
-            buf = getattr(self, name)
-            if buf is not None and buf.dtype != dtype:
-                setattr(self, name, buf.to(dtype))
+        for name, original in originals.items():
+            setattr(self, name, original.to(getattr(self, name).device))
         return result
 
     @abstractmethod
