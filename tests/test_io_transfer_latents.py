@@ -84,6 +84,7 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~0o022 or target.stat().st_mode & 0o044  # not owner-only
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
