@@ -1,0 +1,240 @@
+"""Streaming adapters: the Wan VAE as a pipeline's per-AR-step decoder and encoder.
+
+``decoder(latents, autoregressive_index, cache)`` decodes one AR step's latent frames
+and updates ``cache`` (a :class:`WanCausalCache` from
+``initialize_autoregressive_cache()``) in place: AR 0 gives ``1 + 4(n-1)`` frames,
+later steps ``4n``. The encoder mirrors it. Weights dtype and compute dtype are
+separate settings; without a checkpoint the weights are seeded random (tests,
+benchmarks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import field
+from typing import Any
+
+import torch
+
+from framestream.config import config_dataclass
+from framestream.decoders.base import DecoderConfig, StreamingVideoDecoder
+from framestream.encoders.base import EncoderConfig, StreamingVideoEncoder
+from framestream.models.wan.vae.cache import WanCausalCache
+from framestream.models.wan.vae.config import WAN21_VAE_ARCH, WanVAEArchConfig
+from framestream.models.wan.vae.model import WanVAE, init_random_weights
+from framestream.utils.dtypes import parse_dtype
+
+__all__ = [
+    "build_wan_vae",
+    "WanVAEDecoderConfig",
+    "WanVAEDecoder",
+    "WanVAEEncoderConfig",
+    "WanVAEEncoder",
+]
+
+_FLOAT_TYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def build_wan_vae(
+    arch: WanVAEArchConfig,
+    *,
+    checkpoint_path: str | None = None,
+    weights_dtype: torch.dtype | str = torch.float32,
+    device: torch.device | str | None = None,
+    include_encoder: bool = True,
+    include_decoder: bool = True,
+    seed: int = 0,
+) -> WanVAE:
+    """A :class:`WanVAE` in eval mode without gradients: loaded from ``checkpoint_path``
+    (via :func:`framestream.models.wan.vae.checkpoint.load_wan_vae`) or seeded random."""
+    dtype = parse_dtype(weights_dtype)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if checkpoint_path is not None:
+        from framestream.models.wan.vae.checkpoint import load_wan_vae
+
+        model = load_wan_vae(
+            checkpoint_path,
+            arch=arch,
+            dtype=dtype,
+            device=device,
+            include_encoder=include_encoder,
+            include_decoder=include_decoder,
+        )
+    else:
+        with torch.device("meta"):
+            model = WanVAE(arch, include_encoder=include_encoder, include_decoder=include_decoder)
+        model.to_empty(device=device)
+        init_random_weights(model, seed)
+        model.to(dtype)
+    return model.eval().requires_grad_(False)
+
+
+def _check_common(config: Any) -> None:
+    for name in ("weights_dtype", "compute_dtype"):
+        if parse_dtype(getattr(config, name)) not in _FLOAT_TYPES:
+            raise ValueError(f"{type(config).__name__}.{name} must be fp32, bf16 or fp16, got {getattr(config, name)}")
+    if not isinstance(config.chunk_size, int) or config.chunk_size < 1:
+        raise ValueError(f"{type(config).__name__}.chunk_size must be a positive int, got {config.chunk_size!r}")
+
+
+def _stream_cache(cache: WanCausalCache | None, autoregressive_index: int, part: str) -> WanCausalCache:
+    """The cache to use for this AR step, checking it is at the right point of its stream."""
+    if autoregressive_index < 0:
+        raise ValueError(f"autoregressive_index must be >= 0, got {autoregressive_index}")
+    if cache is not None and not isinstance(cache, WanCausalCache):
+        raise TypeError(f"expected a WanCausalCache from initialize_autoregressive_cache(), got {type(cache).__name__}")
+    started = cache is not None and cache.started(part)
+    if autoregressive_index == 0 and started:
+        raise ValueError(
+            "autoregressive_index=0 starts a new stream but the cache has already been used; "
+            "pass a fresh initialize_autoregressive_cache()"
+        )
+    if autoregressive_index > 0 and not started:
+        raise ValueError(
+            f"autoregressive_index={autoregressive_index} continues a stream but the cache is "
+            f"{'missing' if cache is None else 'fresh'}; pass the cache used for the earlier steps"
+        )
+    return WanCausalCache() if cache is None else cache
+
+
+# ---------------------------------------------------------------------------- decoder
+class WanVAEDecoder(StreamingVideoDecoder[WanCausalCache]):
+    """Streaming Wan VAE decoder: latents of one AR step -> pixels in [-1, 1]."""
+
+    config: "WanVAEDecoderConfig"
+
+    def __init__(self, config: "WanVAEDecoderConfig", device: torch.device | str | None = None) -> None:
+        super().__init__(config)
+        _check_common(config)
+        self.compute_dtype = parse_dtype(config.compute_dtype)
+        self.vae = build_wan_vae(
+            config.arch,
+            checkpoint_path=config.checkpoint_path,
+            weights_dtype=config.weights_dtype,
+            device=device,
+            include_encoder=False,
+            include_decoder=True,
+            seed=config.seed,
+        )
+
+    @property
+    def spatial_compression_ratio(self) -> int:
+        return self.config.arch.scale_factor_spatial
+
+    @property
+    def temporal_compression_ratio(self) -> int:
+        return self.config.arch.scale_factor_temporal
+
+    def initialize_autoregressive_cache(self, **context: Any) -> WanCausalCache:
+        return WanCausalCache()
+
+    @torch.no_grad()
+    def forward(  # noqa: D401
+        self,
+        input: torch.Tensor,  # noqa: A002 - the pipeline's call shape
+        autoregressive_index: int = 0,
+        cache: WanCausalCache | None = None,
+    ) -> torch.Tensor:
+        """Decode ``(B, z_dim, n, h, w)`` latents; returns ``(B, 3, frames, h*s, w*s)`` in the compute dtype."""
+        cache = _stream_cache(cache, autoregressive_index, "decoder")
+        if not torch.is_tensor(input) or not input.is_floating_point():
+            raise ValueError("WanVAEDecoder expects floating-point latents")
+        z = input.to(self.compute_dtype)
+        if self.config.normalize_latents:
+            z = self.vae.denormalize_latents(z)
+        return self.vae.decode(z, chunk_size=self.config.chunk_size, cache=cache)
+
+
+@config_dataclass
+class WanVAEDecoderConfig(DecoderConfig):
+    """Config of :class:`WanVAEDecoder`."""
+
+    _target: type = field(default_factory=lambda: WanVAEDecoder)
+    arch: WanVAEArchConfig = WAN21_VAE_ARCH
+    """VAE architecture (WAN21_VAE_ARCH, WAN22_VAE_ARCH or a reduced one)."""
+    checkpoint_path: str | None = None
+    """Original ``.pth``, diffusers folder / safetensors or hub id; ``None`` = seeded random weights."""
+    weights_dtype: torch.dtype = torch.float32
+    """Dtype the weights are stored in."""
+    compute_dtype: torch.dtype = torch.float32
+    """Dtype of activations, caches and the returned frames (weights are cast on use if different)."""
+    chunk_size: int = 1
+    """Latent frames per model call (static shape; the last chunk is zero-padded)."""
+    normalize_latents: bool = True
+    """Inputs are normalised latents ((mu - mean) / std) and are un-normalised before decoding."""
+    seed: int = 0
+    """Seed of the random weights used when ``checkpoint_path`` is None."""
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+
+
+# ---------------------------------------------------------------------------- encoder
+class WanVAEEncoder(StreamingVideoEncoder[WanCausalCache]):
+    """Streaming Wan VAE encoder: pixels in [-1, 1] of one AR step -> posterior-mean latents."""
+
+    config: "WanVAEEncoderConfig"
+
+    def __init__(self, config: "WanVAEEncoderConfig", device: torch.device | str | None = None) -> None:
+        super().__init__(config)
+        _check_common(config)
+        self.compute_dtype = parse_dtype(config.compute_dtype)
+        self.vae = build_wan_vae(
+            config.arch,
+            checkpoint_path=config.checkpoint_path,
+            weights_dtype=config.weights_dtype,
+            device=device,
+            include_encoder=True,
+            include_decoder=False,
+            seed=config.seed,
+        )
+
+    @property
+    def spatial_compression_ratio(self) -> int:
+        return self.config.arch.scale_factor_spatial
+
+    @property
+    def temporal_compression_ratio(self) -> int:
+        return self.config.arch.scale_factor_temporal
+
+    def initialize_autoregressive_cache(self, **context: Any) -> WanCausalCache:
+        return WanCausalCache()
+
+    @torch.no_grad()
+    def forward(  # noqa: D401
+        self,
+        input: torch.Tensor,  # noqa: A002 - the pipeline's call shape
+        autoregressive_index: int = 0,
+        cache: WanCausalCache | None = None,
+    ) -> torch.Tensor:
+        """Encode ``(B, 3, frames, H, W)``: AR 0 takes ``1 + 4k`` frames, later steps ``4k``."""
+        cache = _stream_cache(cache, autoregressive_index, "encoder")
+        if not torch.is_tensor(input) or not input.is_floating_point():
+            raise ValueError("WanVAEEncoder expects a floating-point video in [-1, 1]")
+        if input.dim() == 5:  # AR-aware frame rule, before any work
+            self.get_output_temporal_size(autoregressive_index, input.shape[2])
+        mu = self.vae.encode(input.to(self.compute_dtype), chunk_size=self.config.chunk_size, cache=cache)
+        return self.vae.normalize_latents(mu) if self.config.normalize_latents else mu
+
+
+@config_dataclass
+class WanVAEEncoderConfig(EncoderConfig):
+    """Config of :class:`WanVAEEncoder`."""
+
+    _target: type = field(default_factory=lambda: WanVAEEncoder)
+    arch: WanVAEArchConfig = WAN21_VAE_ARCH
+    """VAE architecture (WAN21_VAE_ARCH, WAN22_VAE_ARCH or a reduced one)."""
+    checkpoint_path: str | None = None
+    """Original ``.pth``, diffusers folder / safetensors or hub id; ``None`` = seeded random weights."""
+    weights_dtype: torch.dtype = torch.float32
+    """Dtype the weights are stored in."""
+    compute_dtype: torch.dtype = torch.float32
+    """Dtype of activations, caches and the returned latents (weights are cast on use if different)."""
+    chunk_size: int = 1
+    """Latent frames per model call after the first frame (4x as many pixel frames; zero-padded tail)."""
+    normalize_latents: bool = True
+    """Return normalised latents ((mu - mean) / std) instead of the raw posterior mean."""
+    seed: int = 0
+    """Seed of the random weights used when ``checkpoint_path`` is None."""
+
+    def __post_init__(self) -> None:
+        _check_common(self)
