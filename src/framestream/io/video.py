@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+from dataclasses import dataclass
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -28,8 +29,20 @@ import numpy as np
 import torch
 
 from framestream.io.atomic import atomic_path
+from framestream.io.transfer import frames_to_uint8
 
-__all__ = ["StreamingVideoWriter", "iter_video_frames", "read_video", "to_uint8", "video_fps"]
+__all__ = [
+    "StreamingVideoWriter",
+    "VideoInfo",
+    "center_crop_frames",
+    "iter_video_frames",
+    "probe_video",
+    "read_video",
+    "resize_frames",
+    "to_uint8",
+    "uint8_to_unit_range",
+    "video_fps",
+]
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -41,27 +54,41 @@ def to_uint8(frames: ArrayLike, value_range: tuple[float, float] = (-1.0, 1.0)) 
     arrays, any shape; returns the same kind. uint8 input is returned unchanged. NaN maps
     to the bottom of the range. Rounding rather than truncating matters: truncation biases
     every pixel down by half a level on average.
+
+    The arithmetic is :func:`framestream.io.transfer.frames_to_uint8`'s (one implementation):
+    other value ranges are first mapped affinely onto ``[-1, 1]``.
     """
     low, high = (float(v) for v in value_range)
     if not high > low:
         raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
-    scale = 255.0 / (high - low)
-    if isinstance(frames, torch.Tensor):
-        if frames.dtype == torch.uint8:
-            return frames
-        if not (frames.is_floating_point() or frames.dtype in (torch.int16, torch.int32, torch.int64)):
-            raise TypeError(f"to_uint8: unsupported tensor dtype {frames.dtype}")
-        x = frames.to(torch.float32)
-        x = torch.nan_to_num(x, nan=low)
-        return ((x - low) * scale).round_().clamp_(0.0, 255.0).to(torch.uint8)
     if isinstance(frames, np.ndarray):
         if frames.dtype == np.uint8:
             return frames
         if not (np.issubdtype(frames.dtype, np.floating) or np.issubdtype(frames.dtype, np.integer)):
             raise TypeError(f"to_uint8: unsupported array dtype {frames.dtype}")
-        x = np.nan_to_num(frames.astype(np.float32), nan=low)
-        return np.clip(np.rint((x - low) * scale), 0.0, 255.0).astype(np.uint8)
+        return _to_uint8_tensor(torch.from_numpy(np.asarray(frames, dtype=np.float32)), low, high).numpy()
+    if isinstance(frames, torch.Tensor):
+        if frames.dtype == torch.uint8:
+            return frames
+        if not (frames.is_floating_point() or frames.dtype in (torch.int16, torch.int32, torch.int64)):
+            raise TypeError(f"to_uint8: unsupported tensor dtype {frames.dtype}")
+        return _to_uint8_tensor(frames, low, high)
     raise TypeError(f"to_uint8: expected a torch.Tensor or numpy.ndarray, got {type(frames).__name__}")
+
+
+def _to_uint8_tensor(frames: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Any-shape tensor -> uint8 of the same shape through :func:`frames_to_uint8`."""
+    x = torch.nan_to_num(frames.to(torch.float32), nan=low)
+    if (low, high) != (-1.0, 1.0):
+        x = (x - low).mul_(2.0 / (high - low)).sub_(1.0)
+    # frames_to_uint8 is elementwise but wants a (3, T, H, W) layout: view the values as one.
+    flat = x.reshape(-1)
+    n = flat.numel()
+    pad = (-n) % 3
+    if pad:
+        flat = torch.nn.functional.pad(flat, (0, pad))
+    out = frames_to_uint8(flat.view(3, -1, 1, 1), channels_last=False).reshape(-1)
+    return out[:n].reshape(frames.shape)
 
 
 def _as_thwc_uint8(frames: Any, value_range: tuple[float, float]) -> np.ndarray:
@@ -314,3 +341,69 @@ def read_video(path: str | Path) -> tuple[torch.Tensor, float]:
     if not chunks:
         raise ValueError(f"{path} contains no video frames")
     return torch.cat(chunks), video_fps(path)
+
+
+# ---------------------------------------------------------------------------- reader helpers
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` learns from a video's headers (and packet count)."""
+
+    frames: int
+    height: int
+    width: int
+    fps: float
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame count, size and fps of the first video stream, without decoding pixels.
+
+    The count is the container's when it states one, else the number of video packets.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file PyAV
+    cannot read or that has no video stream.
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            height, width = stream.codec_context.height, stream.codec_context.width
+            rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+            frames = int(stream.frames or 0)
+            if frames <= 0:
+                frames = sum(1 for packet in container.demux(stream) if packet.size)
+    except av.error.FFmpegError as err:
+        raise ValueError(f"cannot read video {path}: {err}") from None
+    if not height or not width:
+        raise ValueError(f"cannot read video {path}: the video stream has no frame size")
+    return VideoInfo(frames=frames, height=int(height), width=int(width), fps=float(rate) if rate else 0.0)
+
+
+def uint8_to_unit_range(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 ``(T, H, W, 3)`` RGB -> float ``(3, T, H, W)`` in ``[-1, 1]`` (the VAE's input range)."""
+    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 (T, H, W, 3) frames, got {frames.dtype} {tuple(frames.shape)}")
+    return frames.permute(3, 0, 1, 2).to(dtype).div_(127.5).sub_(1.0)
+
+
+def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize float frames ``(..., H, W)`` to ``height x width`` (bilinear, antialiased when shrinking)."""
+    if frames.shape[-2:] == (height, width):
+        return frames
+    lead = frames.shape[:-2]
+    flat = frames.reshape(-1, 1, *frames.shape[-2:]).float()
+    out = torch.nn.functional.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return out.reshape(*lead, height, width).to(frames.dtype)
+
+
+def center_crop_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The centred ``height x width`` window of frames ``(..., H, W)``."""
+    h, w = frames.shape[-2:]
+    if height > h or width > w:
+        raise ValueError(f"cannot crop {w}x{h} frames to {width}x{height}: the crop is larger than the frame")
+    top, left = (h - height) // 2, (w - width) // 2
+    return frames[..., top : top + height, left : left + width]

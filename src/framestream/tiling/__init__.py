@@ -18,6 +18,29 @@ from framestream.tiling.planner import (
     plan_tiles_2d,
     plan_video_decode,
 )
+from framestream.tiling.receptive_field import (
+    ReceptiveField,
+    derive_decoder_receptive_field,
+    derive_encoder_receptive_field,
+    measure_decoder_receptive_field,
+    measure_encoder_receptive_field,
+)
+from framestream.tiling.wan_exact import (
+    AxisCrop,
+    ExactDecodeMemory,
+    ExactTile,
+    ExactTilePlan,
+    WanTiledDecodeState,
+    WanTiledEncodeState,
+    choose_exact_tiling,
+    decode_tiled,
+    encode_tiled,
+    estimate_exact_decode_memory,
+    iter_decode_tiled,
+    iter_encode_tiled,
+    plan_exact_decode,
+    plan_exact_encode,
+)
 
 __all__ = [
     "AxisTile",
@@ -51,4 +74,24 @@ __all__ = [
     "tiled_decode",
     "tiled_encode",
     "trapezoid",
+    # exact Wan tiling
+    "ReceptiveField",
+    "derive_decoder_receptive_field",
+    "derive_encoder_receptive_field",
+    "measure_decoder_receptive_field",
+    "measure_encoder_receptive_field",
+    "AxisCrop",
+    "ExactDecodeMemory",
+    "ExactTile",
+    "ExactTilePlan",
+    "WanTiledDecodeState",
+    "WanTiledEncodeState",
+    "choose_exact_tiling",
+    "decode_tiled",
+    "encode_tiled",
+    "estimate_exact_decode_memory",
+    "iter_decode_tiled",
+    "iter_encode_tiled",
+    "plan_exact_decode",
+    "plan_exact_encode",
 ]

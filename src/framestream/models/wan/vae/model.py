@@ -36,6 +36,7 @@ from framestream.models.wan.vae.modules import (
     ChunkRun,
     Decoder,
     Encoder,
+    StageHook,
     patchify,
     unpatchify,
 )
@@ -210,8 +211,8 @@ class WanVAE(nn.Module):
     def _decode_head(self, z: torch.Tensor, run: ChunkRun) -> torch.Tensor:
         return self.decoder.forward_head(self.post_quant_conv(z), run)
 
-    def _decode_tail(self, h: torch.Tensor, run: ChunkRun) -> torch.Tensor:
-        x = self.decoder.forward_tail(h, run)
+    def _decode_tail(self, h: torch.Tensor, run: ChunkRun, after_block: StageHook | None = None) -> torch.Tensor:
+        x = self.decoder.forward_tail(h, run, after_block)
         x = unpatchify(x, self.arch.patch).clamp_(-1.0, 1.0)
         real = x.shape[2] - run.num_padded * self.temporal_ratio
         return x[:, :, :real] if run.num_padded else x
@@ -229,17 +230,20 @@ class WanVAE(nn.Module):
         run.commit()
         return out
 
-    def decode_tail(self, h: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0) -> torch.Tensor:
+    def decode_tail(
+        self, h: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0, after_block: StageHook | None = None
+    ) -> torch.Tensor:
         """High-resolution stage: up_blocks + norm_out + SiLU + conv_out + unpatchify + clamp.
 
         Takes :meth:`decode_head` features (or a spatial crop of them, with the crop's
         own cache) and returns pixels in [-1, 1] for the real frames only. Only
         convolutions and per-pixel norms: no coupling beyond the conv receptive field.
+        ``after_block(i, x) -> x`` runs after up block ``i`` (the exact tiler crops there).
         """
         self._require("decoder")
         self._check_chunk_args(1, num_padded, h.shape[2])
         run = ChunkRun(cache, num_padded)
-        out = self._decode_tail(h, run)
+        out = self._decode_tail(h, run, after_block)
         run.commit()
         return out
 
@@ -281,24 +285,27 @@ class WanVAE(nn.Module):
         return out
 
     # ------------------------------------------------------------------ encode stages
-    def _encode_front(self, x: torch.Tensor, run: ChunkRun) -> torch.Tensor:
-        return self.encoder.forward_front(patchify(x, self.arch.patch), run)
+    def _encode_front(self, x: torch.Tensor, run: ChunkRun, after_block: StageHook | None = None) -> torch.Tensor:
+        return self.encoder.forward_front(patchify(x, self.arch.patch), run, after_block)
 
     def _encode_back(self, h: torch.Tensor, run: ChunkRun) -> torch.Tensor:
         moments = self.quant_conv(self.encoder.forward_back(h, run))
         return moments[:, :, : moments.shape[2] - run.num_padded] if run.num_padded else moments
 
-    def encode_front(self, x: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0) -> torch.Tensor:
+    def encode_front(
+        self, x: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0, after_block: StageHook | None = None
+    ) -> torch.Tensor:
         """High-resolution stage: patchify + conv_in + down_blocks.
 
         ``x`` is a pixel chunk (the stream's first frame alone, or ``4k`` frames);
         ``num_padded`` counts trailing zero *latent* frames (``4*num_padded`` pixel
         frames). Returns latent-resolution features for all frames, padding included.
+        ``after_block(i, x) -> x`` runs after ``encoder.down_blocks[i]`` (the exact tiler crops there).
         """
         self._require("encoder")
         self._check_chunk_args(1, num_padded, max(1, x.shape[2] // self.temporal_ratio))
         run = ChunkRun(cache, num_padded)
-        out = self._encode_front(x, run)
+        out = self._encode_front(x, run, after_block)
         run.commit()
         return out
 

@@ -18,6 +18,7 @@ temporal operators are causal, the real outputs never see the padding.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -43,9 +44,13 @@ __all__ = [
     "Decoder",
     "patchify",
     "unpatchify",
+    "StageHook",
 ]
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
+
+StageHook = Callable[[int, torch.Tensor], torch.Tensor]
+"""``hook(block_index, x) -> x``: called between the blocks of a stage (e.g. to crop a tile's halo)."""
 
 
 def _like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -553,10 +558,13 @@ class Encoder(nn.Module):
         self.norm_out = RMSNorm(dims[-1])
         self.conv_out = CausalConv3d(dims[-1], z_dim, 3, padding=1, time_scale=ts)
 
-    def forward_front(self, x: torch.Tensor, run: ChunkRun) -> torch.Tensor:
+    def forward_front(self, x: torch.Tensor, run: ChunkRun, after_block: StageHook | None = None) -> torch.Tensor:
+        """``after_block(i, x) -> x`` (optional) runs after ``down_blocks[i]`` (the exact tiler crops there)."""
         x = self.conv_in(x, run)
-        for block in self.down_blocks:
+        for i, block in enumerate(self.down_blocks):
             x = block(x, run)
+            if after_block is not None:
+                x = after_block(i, x)
         return x
 
     def forward_back(self, x: torch.Tensor, run: ChunkRun) -> torch.Tensor:
@@ -608,9 +616,12 @@ class Decoder(nn.Module):
     def forward_head(self, z: torch.Tensor, run: ChunkRun) -> torch.Tensor:
         return self.mid_block(self.conv_in(z, run), run)
 
-    def forward_tail(self, x: torch.Tensor, run: ChunkRun) -> torch.Tensor:
-        for block in self.up_blocks:
+    def forward_tail(self, x: torch.Tensor, run: ChunkRun, after_block: StageHook | None = None) -> torch.Tensor:
+        """``after_block(i, x) -> x`` (optional) runs after ``up_blocks[i]`` (the exact tiler crops there)."""
+        for i, block in enumerate(self.up_blocks):
             x = block(x, run)
+            if after_block is not None:
+                x = after_block(i, x)
         return self.conv_out(F.silu(self.norm_out(x), inplace=True), run)
 
 

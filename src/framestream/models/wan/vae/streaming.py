@@ -6,6 +6,14 @@ and updates ``cache`` (a :class:`WanCausalCache` from
 later steps ``4n``. The encoder mirrors it. Weights dtype and compute dtype are
 separate settings; without a checkpoint the weights are seeded random (tests,
 benchmarks).
+
+With ``tiling`` set (a :class:`~framestream.tiling.planner.TilingConfig`), the
+high-resolution stages run on spatial tiles through the exact tiler
+(:mod:`framestream.tiling.wan_exact`): the result equals the untiled one up to float
+rounding, with less peak memory. The cache is then a
+:class:`~framestream.tiling.wan_exact.WanTiledDecodeState` /
+:class:`~framestream.tiling.wan_exact.WanTiledEncodeState` (what
+``initialize_autoregressive_cache()`` returns).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from framestream.encoders.base import EncoderConfig, StreamingVideoEncoder
 from framestream.models.wan.vae.cache import WanCausalCache
 from framestream.models.wan.vae.config import WAN21_VAE_ARCH, WanVAEArchConfig
 from framestream.models.wan.vae.model import WanVAE, init_random_weights
+from framestream.tiling.planner import TilingConfig
 from framestream.utils.dtypes import parse_dtype
 
 __all__ = [
@@ -74,6 +83,42 @@ def _check_common(config: Any) -> None:
             raise ValueError(f"{type(config).__name__}.{name} must be fp32, bf16 or fp16, got {getattr(config, name)}")
     if not isinstance(config.chunk_size, int) or config.chunk_size < 1:
         raise ValueError(f"{type(config).__name__}.chunk_size must be a positive int, got {config.chunk_size!r}")
+    tiling = config.tiling
+    if tiling is not None:
+        name = f"{type(config).__name__}.tiling"
+        if not isinstance(tiling, TilingConfig):
+            raise ValueError(f"{name} must be a TilingConfig or None, got {type(tiling).__name__}")
+        if tiling.temporal_tile_frames is not None:
+            raise ValueError(f"{name}: the exact tiler streams time in chunks; set temporal_tile_frames=None")
+        tiling.in_latents(config.arch.scale_factor_spatial)  # sizes must be multiples of the spatial scale
+
+
+def _wan_exact() -> Any:
+    from framestream.tiling import wan_exact
+
+    return wan_exact
+
+
+def _tiled_state(cache: Any, autoregressive_index: int, state_type: type) -> Any:
+    """The tiled stream state for this AR step (the tiled twin of :func:`_stream_cache`)."""
+    if autoregressive_index < 0:
+        raise ValueError(f"autoregressive_index must be >= 0, got {autoregressive_index}")
+    if cache is not None and not isinstance(cache, state_type):
+        raise TypeError(
+            f"with tiling, expected a {state_type.__name__} from initialize_autoregressive_cache(), got {type(cache).__name__}"
+        )
+    started = cache is not None and cache.started
+    if autoregressive_index == 0 and started:
+        raise ValueError(
+            "autoregressive_index=0 starts a new stream but the cache has already been used; "
+            "pass a fresh initialize_autoregressive_cache()"
+        )
+    if autoregressive_index > 0 and not started:
+        raise ValueError(
+            f"autoregressive_index={autoregressive_index} continues a stream but the cache is "
+            f"{'missing' if cache is None else 'fresh'}; pass the cache used for the earlier steps"
+        )
+    return state_type() if cache is None else cache
 
 
 def _stream_cache(cache: WanCausalCache | None, autoregressive_index: int, part: str) -> WanCausalCache:
@@ -124,7 +169,10 @@ class WanVAEDecoder(StreamingVideoDecoder[WanCausalCache]):
     def temporal_compression_ratio(self) -> int:
         return self.config.arch.scale_factor_temporal
 
-    def initialize_autoregressive_cache(self, **context: Any) -> WanCausalCache:
+    def initialize_autoregressive_cache(self, **context: Any) -> Any:
+        """A :class:`WanCausalCache`, or a ``WanTiledDecodeState`` when ``config.tiling`` is set."""
+        if self.config.tiling is not None:
+            return _wan_exact().WanTiledDecodeState()
         return WanCausalCache()
 
     @torch.no_grad()
@@ -132,15 +180,21 @@ class WanVAEDecoder(StreamingVideoDecoder[WanCausalCache]):
         self,
         input: torch.Tensor,  # noqa: A002 - the pipeline's call shape
         autoregressive_index: int = 0,
-        cache: WanCausalCache | None = None,
+        cache: Any = None,
     ) -> torch.Tensor:
         """Decode ``(B, z_dim, n, h, w)`` latents; returns ``(B, 3, frames, h*s, w*s)`` in the compute dtype."""
-        cache = _stream_cache(cache, autoregressive_index, "decoder")
+        tiling = self.config.tiling
+        if tiling is None:
+            cache = _stream_cache(cache, autoregressive_index, "decoder")
+        else:
+            cache = _tiled_state(cache, autoregressive_index, _wan_exact().WanTiledDecodeState)
         if not torch.is_tensor(input) or not input.is_floating_point():
             raise ValueError("WanVAEDecoder expects floating-point latents")
         z = input.to(self.compute_dtype)
         if self.config.normalize_latents:
             z = self.vae.denormalize_latents(z)
+        if tiling is not None:
+            return _wan_exact().decode_tiled(self.vae, z, tiling, chunk_size=self.config.chunk_size, state=cache)
         return self.vae.decode(z, chunk_size=self.config.chunk_size, cache=cache)
 
 
@@ -163,6 +217,8 @@ class WanVAEDecoderConfig(DecoderConfig):
     """Inputs are normalised latents ((mu - mean) / std) and are un-normalised before decoding."""
     seed: int = 0
     """Seed of the random weights used when ``checkpoint_path`` is None."""
+    tiling: TilingConfig | None = None
+    """Exact spatial tiling (:mod:`framestream.tiling.wan_exact`; same result, less memory); None = untiled."""
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -196,7 +252,10 @@ class WanVAEEncoder(StreamingVideoEncoder[WanCausalCache]):
     def temporal_compression_ratio(self) -> int:
         return self.config.arch.scale_factor_temporal
 
-    def initialize_autoregressive_cache(self, **context: Any) -> WanCausalCache:
+    def initialize_autoregressive_cache(self, **context: Any) -> Any:
+        """A :class:`WanCausalCache`, or a ``WanTiledEncodeState`` when ``config.tiling`` is set."""
+        if self.config.tiling is not None:
+            return _wan_exact().WanTiledEncodeState()
         return WanCausalCache()
 
     @torch.no_grad()
@@ -204,15 +263,23 @@ class WanVAEEncoder(StreamingVideoEncoder[WanCausalCache]):
         self,
         input: torch.Tensor,  # noqa: A002 - the pipeline's call shape
         autoregressive_index: int = 0,
-        cache: WanCausalCache | None = None,
+        cache: Any = None,
     ) -> torch.Tensor:
         """Encode ``(B, 3, frames, H, W)``: AR 0 takes ``1 + 4k`` frames, later steps ``4k``."""
-        cache = _stream_cache(cache, autoregressive_index, "encoder")
+        tiling = self.config.tiling
+        if tiling is None:
+            cache = _stream_cache(cache, autoregressive_index, "encoder")
+        else:
+            cache = _tiled_state(cache, autoregressive_index, _wan_exact().WanTiledEncodeState)
         if not torch.is_tensor(input) or not input.is_floating_point():
             raise ValueError("WanVAEEncoder expects a floating-point video in [-1, 1]")
         if input.dim() == 5:  # AR-aware frame rule, before any work
             self.get_output_temporal_size(autoregressive_index, input.shape[2])
-        mu = self.vae.encode(input.to(self.compute_dtype), chunk_size=self.config.chunk_size, cache=cache)
+        x = input.to(self.compute_dtype)
+        if tiling is not None:
+            mu = _wan_exact().encode_tiled(self.vae, x, tiling, chunk_size=self.config.chunk_size, state=cache)
+        else:
+            mu = self.vae.encode(x, chunk_size=self.config.chunk_size, cache=cache)
         return self.vae.normalize_latents(mu) if self.config.normalize_latents else mu
 
 
@@ -235,6 +302,8 @@ class WanVAEEncoderConfig(EncoderConfig):
     """Return normalised latents ((mu - mean) / std) instead of the raw posterior mean."""
     seed: int = 0
     """Seed of the random weights used when ``checkpoint_path`` is None."""
+    tiling: TilingConfig | None = None
+    """Exact spatial tiling (:mod:`framestream.tiling.wan_exact`; same result, less memory); None = untiled."""
 
     def __post_init__(self) -> None:
         _check_common(self)

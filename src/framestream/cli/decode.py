@@ -1,0 +1,142 @@
+"""``framestream decode``: Wan VAE latents -> video, frames written while they are decoded.
+
+Examples::
+
+    framestream decode latents.safetensors -o out.mp4 --vae wan2.1 --checkpoint Wan2.1_VAE.pth
+    framestream decode latents.safetensors -o frames/ --vae wan2.2 --checkpoint Wan2.2_VAE.pth \\
+        --tile-size 256 --tile-batch-size 4 --device cuda --dtype bf16 --json
+
+The output format follows the path: a video container (``.mp4``; also ``.mkv``/``.mov``,
+H.264 yuv420p), a folder (``frames/``) of PNG frames, ``.npy`` (uint8 ``T,H,W,3``) or
+``.safetensors`` (uint8 tensor ``frames``); ``--format`` overrides. Latents marked
+normalised (the default) are un-normalised with the VAE's statistics first.
+Everything is checked (files, latent channels vs. VAE, checkpoint version, output
+path, dtypes, tile sizes) before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run", "add_model_arguments", "add_tiling_arguments", "report"]
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, vae_required: bool = True) -> None:
+    """--vae, --checkpoint, --chunk, --dtype, --weights-dtype, --device, --json (shared by the VAE commands)."""
+    parser.add_argument(
+        "--vae",
+        choices=("wan2.1", "wan2.2"),
+        required=vae_required,
+        help="Wan VAE version" + ("" if vae_required else " (default: the one the latent file names)"),
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="Wan VAE weights: Wan2.1_VAE.pth / Wan2.2_VAE.pth, a diffusers VAE folder or safetensors file",
+    )
+    parser.add_argument("--chunk", type=int, default=1, help="latent frames per VAE call (default: 1; more is faster and uses more memory)")
+    parser.add_argument("--dtype", default="fp32", help="compute dtype: fp32, bf16 or fp16 (default: fp32)")
+    parser.add_argument("--weights-dtype", default=None, help="dtype the weights are stored in (default: --dtype)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary (frames, seconds, peak memory, output) on stdout")
+
+
+def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tiling (exact: same result as untiled, less memory)")
+    group.add_argument("--tile-size", type=int, default=None, help="largest tile side in pixels (owned region), a multiple of 8 (wan2.1) / 16 (wan2.2); default: no tiling")
+    group.add_argument("--tile-overlap", type=int, default=None, help="validated but unused by the exact tiler, which derives each tile's halo from the model")
+    group.add_argument("--tile-batch-size", type=int, default=None, help="tiles run in one batched call (default: 1)")
+
+
+def report(args: argparse.Namespace, summary: dict[str, Any], line: str) -> None:
+    """The --json summary (one line on stdout) or a human line."""
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        print(line, flush=True)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "decode",
+        help="decode Wan VAE latents to an mp4 / PNG frames / npy / safetensors, streaming",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("latents", help="latent file (.safetensors or .pt) written by framestream encode or save_latents")
+    parser.add_argument("-o", "--output", required=True, help="output: out.mp4, a folder for PNG frames (frames/), out.npy or out.safetensors")
+    parser.add_argument("--format", choices=("mp4", "png", "npy", "safetensors"), default=None, help="output format (default: from the output path)")
+    add_model_arguments(parser, vae_required=False)
+    add_tiling_arguments(parser)
+    parser.add_argument("--fps", type=float, default=None, help="frame rate (default: the latent file's, else 16)")
+    parser.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 (lossless) .. 51 (default: 18)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from framestream import vae_runner as vr
+    from framestream.io.latents import load_latents
+
+    # Cheap checks first, in the order a user fixes them.
+    fmt = vr.output_format(args.output, args.format)
+    output = Path(args.output)
+    dtype = vr.parse_float_dtype(args.dtype, "--dtype")
+    weights_dtype = vr.parse_float_dtype(args.weights_dtype, "--weights-dtype") if args.weights_dtype else dtype
+    vr.check_chunk(args.chunk)
+    if args.fps is not None and args.fps <= 0:
+        raise ValueError(f"--fps must be > 0, got {args.fps}")
+    if not 0 <= args.crf <= 51:
+        raise ValueError(f"--crf must be in [0, 51], got {args.crf}")
+    device = vr.resolve_device(args.device)
+    vr.check_output(output, fmt)
+    z, meta = load_latents(args.latents)
+    if args.vae is None:
+        if meta.vae is None:
+            raise ValueError(f"{args.latents} does not say which VAE made it; pass --vae wan2.1 or --vae wan2.2")
+        args.vae = meta.vae
+    version = vr.vae_version(args.vae)
+    vr.check_latents(z, meta, version, args.latents)
+    tiling = vr.make_tiling(args.tile_size, args.tile_overlap, args.tile_batch_size, vr.SPATIAL_FACTOR[version])
+    fps = args.fps or meta.fps or 16.0
+
+    memory = vr.PeakMemory(device)
+    vae = vr.load_vae(args.checkpoint, version, weights_dtype=weights_dtype, device=device, include_decoder=True)
+    z = z.to(device=device, dtype=torch.float32)
+    if meta.normalized:
+        z = vae.denormalize_latents(z)
+    z = z.to(dtype)
+    total = vr.decoded_frames(z.shape[2])
+    height, width = z.shape[3] * vr.SPATIAL_FACTOR[version], z.shape[4] * vr.SPATIAL_FACTOR[version]
+    sink = vr.open_sink(
+        output,
+        fmt,
+        total_frames=total,
+        fps=fps,
+        crf=args.crf,
+        threads=1 if device.type == "cpu" else None,
+        metadata={"vae": vr.vae_name(version), "fps": fps, "source": args.latents},
+    )
+    frames = vr.decode_to_sink(vae, z, sink, chunk_size=args.chunk, tiling=tiling)
+    summary = memory.summary(
+        command="decode",
+        output=str(output),
+        format=fmt,
+        frames=frames,
+        height=height,
+        width=width,
+        fps=fps,
+        vae=vr.vae_name(version),
+        tiled=tiling is not None,
+    )
+    report(
+        args,
+        summary,
+        f"wrote {frames} frames ({width}x{height}, {fps:g} fps, {fmt}) to {output} in {summary['seconds']:.1f} s; "
+        f"peak memory {vr.human_bytes(summary['peak_memory_bytes'])} ({summary['peak_memory_kind']})",
+    )
+    return 0

@@ -1,0 +1,1033 @@
+"""Exact spatial tiling of the Wan VAE decoder and encoder (streaming, tile-batched, cache per tile).
+
+Blended tilers (diffusers, mlx-video, :mod:`framestream.tiling.generic`) change the
+result: every tile runs its own mid-block attention and seams are averaged. Here the
+result *equals* untiled decoding/encoding (up to float rounding), because only the
+stages without global coupling are tiled:
+
+- **decode**: per latent chunk, :meth:`WanVAE.decode_head` (post_quant_conv, conv_in,
+  mid block with its per-frame global attention) runs once on the whole latent frame
+  (cheap: latent resolution). The tail (up blocks, norm_out, conv_out, unpatchify) runs
+  on spatial tiles. A tile *owns* a block of latent cells (the owned blocks partition
+  the frame) and reads its owned cells plus a context halo, clipped at the frame
+  borders; the pixels of its owned cells are copied straight into the frame. No blend.
+- **encode**: the front (patchify, conv_in, down blocks: the high-resolution part) runs
+  on tiles; their owned latent cells are stitched into one latent-resolution feature
+  map, and :meth:`WanVAE.encode_back` (mid-block attention) runs on it once.
+
+Why it is exact. The tiled stages hold only convolutions, per-pixel RMS norms,
+nearest resampling and parameter-free space/channel shuffles, so an output position
+depends on a bounded window of input positions (:mod:`framestream.tiling.receptive_field`
+derives it from the modules and measures it). Call a tile position *clean* at some
+layer when its value equals the untiled one. At the crop's edges the zero padding of a
+convolution replaces real neighbours, so each 3x3 layer erodes the clean region by one
+position from every edge that is not a frame border (at a frame border the zero padding
+is the untiled model's own, so nothing erodes). The halo is the total erosion of the
+stage (the derived receptive field, e.g. 13 latent cells for the Wan 2.1/2.2 decoder
+tail: 12.25 latents of reach), so the owned region stays clean to the end.
+
+Why contamination does not grow over time. Each tile keeps its *own* causal cache
+(the stage's cache slots, batch = the tile's rows), and its crop is the same for every
+chunk. A causal conv at layer ``l`` reads the current chunk and the last two frames of
+its own input from the cache, i.e. values that this same tile computed at this same
+layer in earlier chunks, which are clean on exactly the same region (induction over
+chunks). So the clean region of layer ``l`` is the same in every frame: a path back in
+time through the cache still passes each layer once and erodes it once. The dependency
+cone of an output pixel reaches arbitrarily far back in time but never farther in space
+than the receptive field. (Measured: perturbing one latent cell in the first chunk
+changes later chunks' pixels no farther away than within the chunk.)
+
+Staged cropping (``staged=True``, the default). The remaining receptive field shrinks
+after every block: the decoder tail of Wan 2.1 needs 13 latent cells of context at its
+input, but after up block 0 (2x) only what the rest of the tail needs, and before
+conv_out one pixel. The tile crops its features to that need after every block (via
+the ``after_block`` hook of :meth:`WanVAE.decode_tail` / :meth:`WanVAE.encode_front`), so
+the recomputed halo is small where the resolution (and the cache) is large. The
+per-block needs come from the same interval propagation. Encoder crops must keep the
+stride-2 phase of the global grid (the downsamplers pad asymmetrically,
+``ZeroPad2d(0, 1, 0, 1)``, then take every other position; Wan 2.2's AvgDown3D
+shortcut averages 2x2 groups): every encoder crop covers whole latent cells, i.e. it
+starts and ends on multiples of the downsampling still ahead of it. The input crop
+is aligned to the full factor (8 for Wan 2.1, 16 for Wan 2.2 including patchify; its
+halo is the measured reach rounded up to that). At a crop's right end the pad reads
+a zero where the frame has a real pixel; that only dirties positions outside the
+need, like any crop edge.
+
+Tile batching. Tiles whose crops agree at every stage (same input size, same crop
+offsets and sizes after every block) form a group; groups are cut into calls of at most
+``tile_batch_size`` tiles (:func:`framestream.tiling.batching.batch_schedule`). The tile
+set of a stream is fixed, so each call's cache stays batched for the whole stream
+(rows ``[j*B, (j+1)*B)`` belong to the call's tile ``j``). Batch rows never interact.
+
+Streaming. :func:`iter_decode_tiled` yields each chunk's full-resolution frames as soon
+as they are decoded, in order, each exactly once (no blend buffers, nothing carried:
+memory does not grow with the number of frames). A :class:`WanTiledDecodeState` (head
+cache, per-call tail caches, counters) continues a stream across calls; it lives only
+where the caller keeps it, never on a module or function. Chunks have a static shape:
+a short last chunk is zero-padded and ``num_padded`` keeps the padding out of every
+cache. A chunk is committed to the state (all caches at once) only after all its calls
+succeeded and right before its frames are yielded, so the state always covers exactly
+the chunks whose frames were handed out: an exception inside a chunk leaves the state
+as it was, and the same call can be retried. That keeps the old caches alive until the
+chunk ends, next to the new ones (the untiled model does the same within its chunk);
+the caches dominate memory at high resolution (about 4 GiB in bf16 for Wan 2.1 at
+720p), so ``atomic_chunks=False`` replaces each call's cache as soon as the call is done
+instead: about half the memory, and a failure inside a chunk marks the state broken
+(it refuses to continue; start a new stream).
+
+``TilingConfig`` for the exact path: ``tile_size_px`` is the largest *owned* tile side in
+output pixels (decode) / input pixels (encode), a multiple of the spatial scale; tiles
+of any size down to one latent are exact (small tiles are slow: the halo is recomputed).
+``tile_overlap_px`` is **ignored** (still validated as a multiple of the scale): halos
+are derived from the model, never configured. ``min_tile_px`` bounds the owned size
+from below; ``temporal_tile_frames`` must be ``None`` (time is streamed in chunks of
+``chunk_size`` latent frames instead); ``tile_batch_size`` is the largest number of
+same-shape tiles per call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from framestream.models.wan.vae.cache import WanCausalCache
+from framestream.models.wan.vae.config import WanVAEArchConfig
+from framestream.models.wan.vae.model import LOGVAR_RANGE, WanVAE
+from framestream.models.wan.vae.modules import (
+    CausalConv3d,
+    Resample,
+    ResidualBlock,
+    ResidualUpBlock,
+    UpBlock,
+)
+from framestream.tiling.batching import batch_schedule
+from framestream.tiling.budget import TilingChoice
+from framestream.tiling.planner import TilingConfig, plan_axis
+from framestream.tiling.receptive_field import decoder_block_scales, encoder_block_scales, front_needs, tail_needs
+
+__all__ = [
+    "AxisCrop",
+    "ExactTile",
+    "ExactTilePlan",
+    "WanTiledDecodeState",
+    "WanTiledEncodeState",
+    "ExactDecodeMemory",
+    "plan_exact_decode",
+    "plan_exact_encode",
+    "iter_decode_tiled",
+    "decode_tiled",
+    "iter_encode_tiled",
+    "encode_tiled",
+    "estimate_exact_decode_memory",
+    "choose_exact_tiling",
+]
+
+
+# ---------------------------------------------------------------------------- plan
+@dataclass(frozen=True)
+class AxisCrop:
+    """One tile along one axis.
+
+    ``own``: the latent cells ``[a, b)`` it owns. ``crop``: its input ``[start, end)`` (latent
+    cells for decode, pixels for encode), owned cells plus halo, clipped at the frame.
+    ``stages``: after every block, ``(offset, size)`` of the crop taken from the block's
+    output (``(0, size)`` = no crop). ``out``: ``[start, end)`` of the tile's output in global
+    output units (pixels for decode, latent cells for encode).
+    """
+
+    index: int
+    own: tuple[int, int]
+    crop: tuple[int, int]
+    stages: tuple[tuple[int, int], ...]
+    out: tuple[int, int]
+    scale: int
+    decode: bool
+
+    @property
+    def key(self) -> tuple:
+        """What a batched call needs to be equal: the input size and every stage crop."""
+        return (self.crop[1] - self.crop[0], self.stages)
+
+    @property
+    def own_out(self) -> slice:
+        """Global output slice of the owned region."""
+        f = self.scale if self.decode else 1
+        return slice(self.own[0] * f, self.own[1] * f)
+
+    @property
+    def own_local(self) -> slice:
+        """The owned region within the tile's output."""
+        f = self.scale if self.decode else 1
+        a = self.own[0] * f - self.out[0]
+        return slice(a, a + (self.own[1] - self.own[0]) * f)
+
+    @property
+    def halo(self) -> tuple[int, int]:
+        """Input context before/after the owned cells, in input units (clipped at the frame)."""
+        f = 1 if self.decode else self.scale
+        return (self.own[0] * f - self.crop[0], self.crop[1] - self.own[1] * f)
+
+    def sizes(self) -> tuple[int, ...]:
+        """Extent at the input and after every block (after cropping)."""
+        return (self.crop[1] - self.crop[0], *(n for _, n in self.stages))
+
+
+class ExactTile(NamedTuple):
+    """A 2D tile: row-major index and its two axis crops."""
+
+    index: int
+    row: AxisCrop
+    col: AxisCrop
+
+    @property
+    def key(self) -> tuple:
+        return (self.row.key, self.col.key)
+
+
+@dataclass(frozen=True)
+class ExactTilePlan:
+    """Where every tile reads, crops and writes; which tiles share a call. Plain data.
+
+    ``grid_hw``: the latent grid; ``in_hw``/``out_hw``: input/output sizes (latents and pixels
+    for decode, pixels and latents for encode). Plans compare by value; a stream's plan is
+    fixed (its caches are laid out for it).
+    """
+
+    kind: str
+    arch: WanVAEArchConfig
+    grid_hw: tuple[int, int]
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    rows: tuple[AxisCrop, ...]
+    cols: tuple[AxisCrop, ...]
+    tile_batch_size: int
+    staged: bool
+    halo_margin: int = 0
+
+    @cached_property
+    def tiles(self) -> tuple[ExactTile, ...]:
+        n = len(self.cols)
+        return tuple(ExactTile(r.index * n + c.index, r, c) for r in self.rows for c in self.cols)
+
+    @cached_property
+    def batches(self) -> tuple[tuple[int, ...], ...]:
+        """Tile indices of every call, in order: grouped by key, at most ``tile_batch_size`` each."""
+        return tuple(tuple(b) for b in batch_schedule([t.key for t in self.tiles], self.tile_batch_size))
+
+    @property
+    def num_groups(self) -> int:
+        """Distinct tile shapes (crop sizes and stage crops)."""
+        return len({t.key for t in self.tiles})
+
+    def __len__(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def __str__(self) -> str:
+        unit_in, unit_out = ("latent", "px") if self.kind == "decode" else ("px", "latent")
+        lines = [
+            f"ExactTilePlan ({self.kind}, staged={self.staged}): {len(self.rows)} x {len(self.cols)} = {len(self)} tiles, "
+            f"{self.in_hw[0]}x{self.in_hw[1]} {unit_in} -> {self.out_hw[0]}x{self.out_hw[1]} {unit_out}, "
+            f"{self.num_groups} shape group(s), {len(self.batches)} call(s) per chunk",
+        ]
+        for name, axis in (("rows", self.rows), ("cols", self.cols)):
+            for a in axis:
+                lines.append(
+                    f"  {name} {a.index:>3}: owns latents [{a.own[0]}:{a.own[1]}) reads {unit_in} [{a.crop[0]}:{a.crop[1]}) "
+                    f"(halo {a.halo[0]}/{a.halo[1]}), stage crops {list(a.stages)}"
+                )
+        return "\n".join(lines)
+
+
+def _positive_pair(hw: tuple[int, int], name: str) -> tuple[int, int]:
+    if not isinstance(hw, (tuple, list)) or len(hw) != 2:
+        raise ValueError(f"{name} must be a (height, width) pair, got {hw!r}")
+    for v in hw:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must hold positive ints, got {hw!r}")
+    return (int(hw[0]), int(hw[1]))
+
+
+def _tile_units(tiling: TilingConfig | None, scale: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(tile, minimum) owned sizes in latent cells; validates the config for the exact path."""
+    config = TilingConfig() if tiling is None else tiling
+    if not isinstance(config, TilingConfig):
+        raise TypeError(f"tiling must be a TilingConfig (or an ExactTilePlan), got {type(tiling).__name__}")
+    if config.temporal_tile_frames is not None:
+        raise ValueError(
+            "exact tiling streams time in chunks (chunk_size); temporal_tile_frames must be None, "
+            f"got {config.temporal_tile_frames}"
+        )
+    lt = config.in_latents(scale)  # tile / overlap / minimum must be multiples of the scale
+    minimum = (1, 1) if config.min_tile_px is None else lt.minimum
+    for t in lt.tile:
+        if t < 1:
+            raise ValueError(f"tile_size_px={config.tile_size_px!r} must be at least one latent ({scale} px)")
+    return lt.tile, minimum
+
+
+def _check_batch(tile_batch_size: int) -> int:
+    if isinstance(tile_batch_size, bool) or not isinstance(tile_batch_size, int) or tile_batch_size < 1:
+        raise ValueError(f"tile_batch_size must be an int >= 1, got {tile_batch_size!r}")
+    return tile_batch_size
+
+
+def _check_margin(halo_margin: int) -> int:
+    if isinstance(halo_margin, bool) or not isinstance(halo_margin, int):
+        raise ValueError(f"halo_margin must be an int, got {halo_margin!r}")
+    return halo_margin
+
+
+def _owned(length: int, tile: int, minimum: int) -> list[tuple[int, int]]:
+    """Owned latent intervals partitioning ``[0, length)``: the balanced planner, no overlap."""
+    tile = min(tile, length)
+    return [(t.own_start, t.own_end) for t in plan_axis(length, tile, 0, min(minimum, tile))]
+
+
+def _decode_axis(vae: WanVAE, length: int, index: int, own: tuple[int, int], staged: bool, margin: int) -> AxisCrop:
+    s, p = vae.arch.scale_factor_spatial, vae.arch.patch
+    a, b = own
+    (lo, hi), needs = tail_needs(vae, (a * s, b * s - 1))
+    start, end = max(0, lo - margin), min(length, hi + 1 + margin)
+    start, end = min(start, a), max(end, b)  # a negative margin never cuts into the owned cells
+    crop = (start, end)
+    res = 1
+    stages = []
+    for up, (nlo, nhi) in zip(decoder_block_scales(vae), needs):
+        start, end, res = start * up, end * up, res * up
+        if staged:
+            ns, ne = max(nlo, 0, start), min(nhi + 1, length * res, end)
+            stages.append((ns - start, ne - ns))
+            start, end = ns, ne
+        else:
+            stages.append((0, end - start))
+    return AxisCrop(index, own, crop, tuple(stages), (start * p, end * p), s, True)
+
+
+def _encode_axis(vae: WanVAE, length: int, index: int, own: tuple[int, int], staged: bool, margin: int) -> AxisCrop:
+    s, p = vae.arch.scale_factor_spatial, vae.arch.patch
+    a, b = own
+    (lo, hi), needs = front_needs(vae, (a, b - 1))
+    start = max(0, (lo // s - margin) * s)
+    end = min(length * s, (-(-(hi + 1) // s) + margin) * s)
+    start, end = min(start, a * s), max(end, b * s)
+    crop = (start, end)
+    downs = encoder_block_scales(vae)
+    remaining = math.prod(downs)  # downsampling still ahead, in the current grid
+    start, end = start // p, end // p
+    stages = []
+    for down, (nlo, nhi) in zip(downs, needs):
+        start, end, remaining = start // down, end // down, remaining // down
+        if staged:
+            # Whole latent cells only: every crop spans [c0*f, c1*f) in a grid with f-fold
+            # downsampling still ahead, so each stride-2 layer (and AvgDown3D's 2x2 groups)
+            # sees the global phase and an even size.
+            f = remaining
+            ns = max((nlo // f) * f, 0, start)
+            ne = min(-(-(nhi + 1) // f) * f, length * f, end)
+            stages.append((ns - start, ne - ns))
+            start, end = ns, ne
+        else:
+            stages.append((0, end - start))
+    return AxisCrop(index, own, crop, tuple(stages), (start, end), s, False)
+
+
+def plan_exact_decode(
+    vae: WanVAE,
+    latent_hw: tuple[int, int],
+    tiling: TilingConfig | None = None,
+    *,
+    tile_batch_size: int | None = None,
+    staged: bool = True,
+    halo_margin: int = 0,
+) -> ExactTilePlan:
+    """Plan the exact tiled decode of ``latent_hw`` latents (see the module doc for ``tiling``).
+
+    ``tile_batch_size`` overrides the config's. ``halo_margin`` adds latent cells of input
+    context on every side (a negative margin breaks exactness: for tests).
+    """
+    if not isinstance(vae, WanVAE) or not vae.has_decoder:
+        raise ValueError("plan_exact_decode needs a WanVAE with a decoder")
+    h, w = _positive_pair(latent_hw, "latent_hw")
+    s = vae.arch.scale_factor_spatial
+    (th, tw), (mh, mw) = _tile_units(tiling, s)
+    batch = _check_batch(tile_batch_size if tile_batch_size is not None else (tiling or TilingConfig()).tile_batch_size)
+    margin = _check_margin(halo_margin)
+    rows = tuple(_decode_axis(vae, h, i, o, staged, margin) for i, o in enumerate(_owned(h, th, mh)))
+    cols = tuple(_decode_axis(vae, w, i, o, staged, margin) for i, o in enumerate(_owned(w, tw, mw)))
+    return ExactTilePlan("decode", vae.arch, (h, w), (h, w), (h * s, w * s), rows, cols, batch, bool(staged), margin)
+
+
+def plan_exact_encode(
+    vae: WanVAE,
+    video_hw: tuple[int, int],
+    tiling: TilingConfig | None = None,
+    *,
+    tile_batch_size: int | None = None,
+    staged: bool = True,
+    halo_margin: int = 0,
+) -> ExactTilePlan:
+    """Plan the exact tiled encode of ``video_hw`` pixels (multiples of the spatial scale).
+
+    Raises ``ValueError`` when the encoder front is not local (attention in the down path).
+    """
+    if not isinstance(vae, WanVAE) or not vae.has_encoder:
+        raise ValueError("plan_exact_encode needs a WanVAE with an encoder")
+    hh, ww = _positive_pair(video_hw, "video_hw")
+    s = vae.arch.scale_factor_spatial
+    if hh % s or ww % s:
+        raise ValueError(f"video height and width must be multiples of {s}, got {hh}x{ww}")
+    h, w = hh // s, ww // s
+    (th, tw), (mh, mw) = _tile_units(tiling, s)
+    batch = _check_batch(tile_batch_size if tile_batch_size is not None else (tiling or TilingConfig()).tile_batch_size)
+    margin = _check_margin(halo_margin)
+    rows = tuple(_encode_axis(vae, h, i, o, staged, margin) for i, o in enumerate(_owned(h, th, mh)))
+    cols = tuple(_encode_axis(vae, w, i, o, staged, margin) for i, o in enumerate(_owned(w, tw, mw)))
+    return ExactTilePlan("encode", vae.arch, (h, w), (hh, ww), (h, w), rows, cols, batch, bool(staged), margin)
+
+
+def _stage_hook(tile: ExactTile, staged: bool) -> Callable[[int, torch.Tensor], torch.Tensor] | None:
+    """Crop after every block to the call's stage crops (equal for all tiles of a call)."""
+    if not staged:
+        return None
+    cuts = list(zip(tile.row.stages, tile.col.stages))
+
+    def hook(i: int, x: torch.Tensor) -> torch.Tensor:
+        (ho, hn), (wo, wn) = cuts[i]
+        if ho == 0 and wo == 0 and hn == x.shape[-2] and wn == x.shape[-1]:
+            return x
+        # A copy, so the uncropped block output is freed (the next block keeps its input alive).
+        return x[..., ho : ho + hn, wo : wo + wn].contiguous()
+
+    return hook
+
+
+def _gather(source: torch.Tensor, tiles: list[ExactTile]) -> torch.Tensor:
+    """The input crops of ``tiles`` stacked along the batch (a view for a single tile)."""
+    parts = [source[..., t.row.crop[0] : t.row.crop[1], t.col.crop[0] : t.col.crop[1]] for t in tiles]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+
+
+def _scatter(dest: torch.Tensor, result: torch.Tensor, tiles: list[ExactTile], batch: int) -> None:
+    """Copy every tile's owned region of a batched result into ``dest``."""
+    for j, t in enumerate(tiles):
+        rows = result[j * batch : (j + 1) * batch]
+        dest[..., t.row.own_out, t.col.own_out] = rows[..., t.row.own_local, t.col.own_local]
+
+
+def _shallow(cache: WanCausalCache) -> WanCausalCache:
+    """A cache sharing the tensors: writes land in the copy only (models replace slots, never edit them)."""
+    return WanCausalCache(dict(cache.slots))
+
+
+# ---------------------------------------------------------------------------- stream states
+class _TiledState:
+    """Common part of the decode/encode stream states."""
+
+    def __init__(self) -> None:
+        self.plan: ExactTilePlan | None = None
+        self.batch_size: int | None = None
+        self.calls: tuple[WanCausalCache, ...] = ()
+        self.latent_frames = 0
+        self.frames = 0
+        self.broken = False
+
+    @property
+    def started(self) -> bool:
+        """True once a chunk has been committed."""
+        return self.latent_frames > 0
+
+    def _global(self) -> WanCausalCache:
+        raise NotImplementedError
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all caches."""
+        return self._global().nbytes + sum(c.nbytes for c in self.calls)
+
+    def _check_continues(self, plan: ExactTilePlan, batch: int) -> None:
+        if self.broken:
+            raise ValueError(
+                "this stream's state was left between chunks by a failure (atomic_chunks=False); "
+                "start a new stream with a fresh state"
+            )
+        if not self.started:
+            return
+        if plan != self.plan:
+            raise ValueError(
+                "this state continues a stream with another tile plan (model, size or tiling differ); "
+                "use a fresh state for a new stream"
+            )
+        if batch != self.batch_size:
+            raise ValueError(f"this state's stream has batch size {self.batch_size}, got {batch}")
+
+
+class WanTiledDecodeState(_TiledState):
+    """Stream state of :func:`iter_decode_tiled`: pass the same object to every call of a stream.
+
+    ``head``: the head's cache (whole latent frame); ``calls``: one tail cache per call of the
+    plan (tiles of a call stacked along the batch); ``latent_frames`` / ``frames``: latents
+    consumed and pixel frames produced so far. Not thread-safe: one stream, one state.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = WanCausalCache()
+
+    def _global(self) -> WanCausalCache:
+        return self.head
+
+    def __repr__(self) -> str:
+        return (
+            f"WanTiledDecodeState({self.latent_frames} latents -> {self.frames} frames, "
+            f"{len(self.calls)} tail caches, {self.nbytes / 2**20:.2f} MiB)"
+        )
+
+
+class WanTiledEncodeState(_TiledState):
+    """Stream state of :func:`iter_encode_tiled`: ``back`` (latent-resolution cache), ``calls``
+    (one front cache per call), ``frames`` / ``latent_frames`` consumed / produced so far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.back = WanCausalCache()
+
+    def _global(self) -> WanCausalCache:
+        return self.back
+
+    def __repr__(self) -> str:
+        return (
+            f"WanTiledEncodeState({self.frames} frames -> {self.latent_frames} latents, "
+            f"{len(self.calls)} front caches, {self.nbytes / 2**20:.2f} MiB)"
+        )
+
+
+def _check_chunk_size(chunk_size: int) -> int:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    return chunk_size
+
+
+def _resolve_plan(
+    kind: str,
+    vae: WanVAE,
+    hw: tuple[int, int],
+    tiling: TilingConfig | ExactTilePlan | None,
+    state: _TiledState,
+    staged: bool,
+) -> ExactTilePlan:
+    if isinstance(tiling, ExactTilePlan):
+        plan = tiling
+        if plan.kind != kind:
+            raise ValueError(f"got a {plan.kind} plan for a {kind}")
+        if plan.arch != vae.arch:
+            raise ValueError("the plan was made for another VAE architecture")
+        if plan.in_hw != hw:
+            raise ValueError(f"the plan is for input {plan.in_hw}, got {hw}")
+        return plan
+    if tiling is None and state.started:
+        assert state.plan is not None
+        return state.plan
+    planner = plan_exact_decode if kind == "decode" else plan_exact_encode
+    return planner(vae, hw, tiling, staged=staged)
+
+
+# ---------------------------------------------------------------------------- decode
+def _prepare_decode(
+    vae: WanVAE,
+    z: torch.Tensor,
+    tiling: TilingConfig | ExactTilePlan | None,
+    chunk_size: int,
+    state: WanTiledDecodeState | None,
+    staged: bool,
+) -> tuple[ExactTilePlan, WanTiledDecodeState]:
+    """Every check, before any work."""
+    if not isinstance(vae, WanVAE) or not vae.has_decoder:
+        raise ValueError("exact tiled decoding needs a WanVAE with a decoder")
+    if not torch.is_tensor(z) or not z.is_floating_point() or z.dim() != 5:
+        raise ValueError(f"latents must be a floating-point (B, C, T, h, w) tensor, got {getattr(z, 'shape', type(z).__name__)}")
+    if z.shape[1] != vae.arch.z_dim:
+        raise ValueError(f"latents must have z_dim={vae.arch.z_dim} channels, got {z.shape[1]}")
+    if min(z.shape[0], z.shape[2], z.shape[3], z.shape[4]) < 1:
+        raise ValueError(f"latents need a batch, a frame and a pixel, got shape {tuple(z.shape)}")
+    _check_chunk_size(chunk_size)
+    if state is None:
+        state = WanTiledDecodeState()
+    elif not isinstance(state, WanTiledDecodeState):
+        raise TypeError(f"state must be a WanTiledDecodeState, got {type(state).__name__}")
+    plan = _resolve_plan("decode", vae, (int(z.shape[3]), int(z.shape[4])), tiling, state, staged)
+    state._check_continues(plan, int(z.shape[0]))
+    return plan, state
+
+
+def iter_decode_tiled(
+    vae: WanVAE,
+    z: torch.Tensor,
+    tiling: TilingConfig | ExactTilePlan | None = None,
+    *,
+    chunk_size: int = 1,
+    state: WanTiledDecodeState | None = None,
+    staged: bool = True,
+    atomic_chunks: bool = True,
+) -> Iterator[tuple[torch.Tensor, int]]:
+    """Decode latents ``(B, z_dim, T, h, w)`` exactly, tile by tile, yielding ``(frames, start)``.
+
+    One item per chunk of ``chunk_size`` latent frames, in order: the chunk's frames
+    ``(B, C, n, H, W)`` in the latents' dtype, and the index of its first frame within this
+    call's output (``1 + 4(T-1)`` frames at the start of a stream, ``4T`` when ``state``
+    continues one). Equals ``vae.decode(z)`` up to float rounding. ``tiling`` is a
+    :class:`TilingConfig` (default ``TilingConfig()``; for a continuing ``state``, its plan) or
+    an :class:`ExactTilePlan`. ``state`` is updated chunk by chunk (see the module doc);
+    ``None`` decodes a self-contained video. All checks run before the first chunk.
+    Gradients are not tracked. ``atomic_chunks=False`` replaces each call's cache as soon
+    as the call is done instead of at the end of the chunk: about half the cache memory,
+    but a failure inside a chunk then leaves the state unusable (it refuses to continue).
+    """
+    plan, state = _prepare_decode(vae, z, tiling, chunk_size, state, staged)
+    return _decode_stream(vae, z, plan, state, chunk_size, bool(atomic_chunks))
+
+
+@torch.no_grad()
+def _decode_stream(
+    vae: WanVAE, z: torch.Tensor, plan: ExactTilePlan, state: WanTiledDecodeState, k: int, atomic: bool
+) -> Iterator[tuple[torch.Tensor, int]]:
+    b, t = z.shape[0], z.shape[2]
+    out_h, out_w = plan.out_hw
+    tiles = plan.tiles
+    pos = 0
+    for c0 in range(0, t, k):
+        chunk = z[:, :, c0 : c0 + k]
+        real = chunk.shape[2]
+        pad = k - real
+        if pad:
+            chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad))
+        n = vae.decoded_frames(real, state.started)
+        head = _shallow(state.head)
+        feat = vae.decode_head(chunk, head, num_padded=pad)
+        del chunk
+        out: torch.Tensor | None = None
+        calls = list(state.calls) if state.calls else [WanCausalCache() for _ in plan.batches]
+        state.broken = not atomic  # cleared when the chunk is committed
+        for ci, members in enumerate(plan.batches):
+            group = [tiles[i] for i in members]
+            cache = _shallow(calls[ci])
+            y = vae.decode_tail(_gather(feat, group), cache, num_padded=pad, after_block=_stage_hook(group[0], plan.staged))
+            if out is None:
+                out = y.new_empty(b, y.shape[1], n, out_h, out_w)
+            _scatter(out, y, group, b)
+            calls[ci] = cache
+            if not atomic:  # drop the call's old cache now (half the cache memory; no rollback)
+                state.calls = tuple(calls)
+            del y
+        del feat
+        assert out is not None and out.shape[2] == n
+        # Commit the whole chunk, right before handing its frames out.
+        state.plan, state.batch_size, state.head, state.calls = plan, b, head, tuple(calls)
+        state.latent_frames += real
+        state.frames += n
+        state.broken = False
+        yield out, pos
+        pos += n
+        del out
+
+
+def decode_tiled(
+    vae: WanVAE,
+    z: torch.Tensor,
+    tiling: TilingConfig | ExactTilePlan | None = None,
+    *,
+    chunk_size: int = 1,
+    state: WanTiledDecodeState | None = None,
+    staged: bool = True,
+    atomic_chunks: bool = True,
+    on_frames_ready: Callable[[torch.Tensor, int], None] | None = None,
+) -> torch.Tensor:
+    """Whole-call form of :func:`iter_decode_tiled`: the output is allocated once and filled.
+
+    ``on_frames_ready(frames, start)`` is called for every chunk as soon as it is decoded.
+    """
+    plan, state = _prepare_decode(vae, z, tiling, chunk_size, state, staged)
+    b, _, t, h, w = z.shape
+    s = vae.spatial_ratio
+    output = z.new_empty(b, vae.arch.output_pixel_channels, vae.decoded_frames(t, state.started), h * s, w * s)
+    for frames, start in _decode_stream(vae, z, plan, state, chunk_size, bool(atomic_chunks)):
+        output[:, :, start : start + frames.shape[2]] = frames
+        if on_frames_ready is not None:
+            on_frames_ready(frames, start)
+    return output
+
+
+# ---------------------------------------------------------------------------- encode
+def _prepare_encode(
+    vae: WanVAE,
+    x: torch.Tensor,
+    tiling: TilingConfig | ExactTilePlan | None,
+    chunk_size: int,
+    state: WanTiledEncodeState | None,
+    staged: bool,
+) -> tuple[ExactTilePlan, WanTiledEncodeState]:
+    if not isinstance(vae, WanVAE) or not vae.has_encoder:
+        raise ValueError("exact tiled encoding needs a WanVAE with an encoder")
+    a = vae.arch
+    if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 5:
+        raise ValueError(f"video must be a floating-point (B, C, T, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    if x.shape[1] != a.pixel_channels:
+        raise ValueError(f"video must have {a.pixel_channels} channels, got {x.shape[1]}")
+    s, r = a.scale_factor_spatial, a.scale_factor_temporal
+    if x.shape[0] < 1 or x.shape[3] < s or x.shape[4] < s or x.shape[3] % s or x.shape[4] % s:
+        raise ValueError(f"video height and width must be positive multiples of {s}, got {tuple(x.shape[3:])}")
+    _check_chunk_size(chunk_size)
+    if state is None:
+        state = WanTiledEncodeState()
+    elif not isinstance(state, WanTiledEncodeState):
+        raise TypeError(f"state must be a WanTiledEncodeState, got {type(state).__name__}")
+    t = x.shape[2]
+    if state.started:
+        if t < r or t % r:
+            raise ValueError(f"a continuing stream needs a positive multiple of {r} frames, got {t}")
+    elif t < 1 or (t - 1) % r:
+        raise ValueError(f"the first call of a stream needs 1 + {r}k frames, got {t}")
+    plan = _resolve_plan("encode", vae, (int(x.shape[3]), int(x.shape[4])), tiling, state, staged)
+    state._check_continues(plan, int(x.shape[0]))
+    return plan, state
+
+
+def iter_encode_tiled(
+    vae: WanVAE,
+    x: torch.Tensor,
+    tiling: TilingConfig | ExactTilePlan | None = None,
+    *,
+    chunk_size: int = 1,
+    state: WanTiledEncodeState | None = None,
+    staged: bool = True,
+    atomic_chunks: bool = True,
+) -> Iterator[tuple[torch.Tensor, int]]:
+    """Encode a video in [-1, 1] exactly, tile by tile, yielding ``(moments, start)`` per chunk.
+
+    ``moments`` are the posterior moments ``(B, 2*z_dim, n, h, w)`` (mean, then raw
+    log-variance) of the chunk's latent frames, as :meth:`WanVAE.encode_moments`; ``start``
+    is the chunk's first latent within this call. Chunks follow :meth:`WanVAE.encode`: the
+    stream's first frame alone, then ``4*chunk_size`` frames (a short last chunk is
+    zero-padded). Equals the untiled encode up to float rounding. Gradients are not tracked.
+    ``state`` and ``atomic_chunks`` work as in :func:`iter_decode_tiled`.
+    """
+    plan, state = _prepare_encode(vae, x, tiling, chunk_size, state, staged)
+    return _encode_stream(vae, x, plan, state, chunk_size, bool(atomic_chunks))
+
+
+@torch.no_grad()
+def _encode_stream(
+    vae: WanVAE, x: torch.Tensor, plan: ExactTilePlan, state: WanTiledEncodeState, k: int, atomic: bool
+) -> Iterator[tuple[torch.Tensor, int]]:
+    b, t = x.shape[0], x.shape[2]
+    r = vae.temporal_ratio
+    grid_h, grid_w = plan.grid_hw
+    tiles = plan.tiles
+    start, pos = 0, 0
+    while start < t:
+        if state.started:
+            chunk = x[:, :, start : start + k * r]
+            real = chunk.shape[2] // r
+            pad = k - real
+            if pad:
+                chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad * r))
+            used = real * r
+        else:  # the stream's first frame is encoded alone
+            chunk, real, pad, used = x[:, :, :1], 1, 0, 1
+        feats: torch.Tensor | None = None
+        calls = list(state.calls) if state.calls else [WanCausalCache() for _ in plan.batches]
+        state.broken = not atomic
+        for ci, members in enumerate(plan.batches):
+            group = [tiles[i] for i in members]
+            cache = _shallow(calls[ci])
+            y = vae.encode_front(_gather(chunk, group), cache, num_padded=pad, after_block=_stage_hook(group[0], plan.staged))
+            if feats is None:
+                feats = y.new_empty(b, y.shape[1], y.shape[2], grid_h, grid_w)
+            _scatter(feats, y, group, b)
+            calls[ci] = cache
+            if not atomic:
+                state.calls = tuple(calls)
+            del y
+        del chunk
+        assert feats is not None
+        back = _shallow(state.back)
+        moments = vae.encode_back(feats, back, num_padded=pad)
+        del feats
+        state.plan, state.batch_size, state.back, state.calls = plan, b, back, tuple(calls)
+        state.frames += used
+        state.latent_frames += real
+        state.broken = False
+        yield moments, pos
+        pos += real
+        start += used
+        del moments
+
+
+def encode_tiled(
+    vae: WanVAE,
+    x: torch.Tensor,
+    tiling: TilingConfig | ExactTilePlan | None = None,
+    *,
+    chunk_size: int = 1,
+    state: WanTiledEncodeState | None = None,
+    staged: bool = True,
+    atomic_chunks: bool = True,
+    return_logvar: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Whole-call form of :func:`iter_encode_tiled`, returning what :meth:`WanVAE.encode` returns:
+    the posterior mean, or ``(mean, clamped logvar)`` with ``return_logvar``."""
+    plan, state = _prepare_encode(vae, x, tiling, chunk_size, state, staged)
+    b, _, t, hh, ww = x.shape
+    r, s, zd = vae.temporal_ratio, vae.spatial_ratio, vae.arch.z_dim
+    n = t // r if state.started else 1 + (t - 1) // r
+    moments = x.new_empty(b, 2 * zd, n, hh // s, ww // s)
+    for m, start in _encode_stream(vae, x, plan, state, chunk_size, bool(atomic_chunks)):
+        moments[:, :, start : start + m.shape[2]] = m
+    mean = moments[:, :zd].contiguous()
+    if not return_logvar:
+        return mean
+    return mean, moments[:, zd:].clamp(*LOGVAR_RANGE)
+
+
+# ---------------------------------------------------------------------------- memory budget
+class ExactDecodeMemory(NamedTuple):
+    """Estimated bytes of an exact tiled decode (see :func:`estimate_exact_decode_memory`)."""
+
+    head_cache: int
+    """The head's causal cache (whole latent frame)."""
+    tail_cache: int
+    """All tiles' tail caches (one copy)."""
+    head_peak: int
+    """Head activations of one chunk (plus the chunk's latents)."""
+    call_peak: int
+    """Largest tail call's activations (its stacked input included)."""
+    chunk_io: int
+    """The head output and the chunk's output frames, alive during the tail calls."""
+    total: int
+    """Estimated peak: caches (old and new copies, see the doc) plus the larger phase."""
+
+
+def _elems(*dims: int) -> int:
+    return math.prod(dims)
+
+
+def _conv_buffer(c: int, t: int, h: int, w: int, conv: CausalConv3d) -> int:
+    """The padded copy a causal conv builds of its input (temporal context and spatial halo)."""
+    _, ph, pw = conv.spatial_padding
+    return _elems(c, t + conv.context, h + 2 * ph, w + 2 * pw)
+
+
+def _resnet_profile(r: ResidualBlock, t: int, h: int, w: int) -> tuple[int, int]:
+    """(peak elements above the block's input, cache elements) of a residual block."""
+    a = t * h * w
+    sc = r.out_dim * a if r.conv_shortcut is not None else 0
+    # conv1: norm1 output (its argument), the padded buffer, the output; conv2 likewise.
+    p1 = sc + r.in_dim * a + _conv_buffer(r.in_dim, t, h, w, r.conv1) + r.out_dim * a
+    p2 = sc + r.out_dim * a + _conv_buffer(r.out_dim, t, h, w, r.conv2) + r.out_dim * a
+    cache = (r.conv1.context * r.in_dim + r.conv2.context * r.out_dim) * h * w
+    return max(p1, p2), cache
+
+
+def _upsample_profile(u: Resample, c: int, t: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """(peak elements above the input, cache elements, output channels, output frames) of a spatial upsampler."""
+    a = t * h * w
+    peak, cache, t2 = 0, 0, t
+    if u.mode == "upsample3d":  # time_conv to 2C channels, then a copy interleaving the two halves as frames
+        peak = max(_conv_buffer(c, t, h, w, u.time_conv) + 2 * c * a, 4 * c * a)
+        cache = u.time_conv.context * c * h * w
+        t2 = 2 * t
+    cu = u.resample[1].out_channels
+    a2 = t2 * 4 * h * w
+    doubled = c * t2 * h * w if t2 != t else 0
+    up = c * a2  # the nearest-2x copy
+    conv = up + c * a2 + cu * a2 if t2 > 1 else up + cu * a2  # per-frame 2D conv: a (B*T)-image copy in, a copy out
+    peak = max(peak, doubled + up, conv, up + 2 * cu * a2 if t2 > 1 else 0)
+    return peak, cache, cu, t2
+
+
+def _tail_call(vae: WanVAE, sizes_h: tuple[int, ...], sizes_w: tuple[int, ...], rows: int, k: int) -> tuple[int, int]:
+    """(peak elements, cache elements) of one tail call on ``rows`` stacked crops, steady state.
+
+    Walks the tail's modules with the crop's extent at every stage; a layer's peak counts
+    the tensors alive while it runs (its inputs held by the callers, the norm output it
+    reads, the padded copy of a causal conv, its output, shortcut tensors).
+    """
+    dec = vae.decoder
+    c = dec.up_blocks[0].resnets[0].in_dim
+    t, h, w = k, sizes_h[0], sizes_w[0]
+    held = c * t * h * w  # the call's stacked input, alive throughout
+    peak, cache = held, 0
+    for i, (block, up) in enumerate(zip(dec.up_blocks, decoder_block_scales(vae))):
+        block_in = c * t * h * w
+        outer = held if i else 0  # the stacked input, once it is no longer the block's input
+        x = block_in
+        for j, r in enumerate(block.resnets):
+            p, ca = _resnet_profile(r, t, h, w)
+            keep = block_in if j else 0  # the block's input stays referenced by the caller
+            peak = max(peak, outer + keep + x + p)
+            cache += ca
+            c = r.out_dim
+            x = c * t * h * w
+        upsampler = block.upsamplers[0] if isinstance(block, UpBlock) and block.upsamplers is not None else None
+        if isinstance(block, ResidualUpBlock):
+            upsampler = block.upsampler
+        if upsampler is not None:
+            p, ca, cu, t2 = _upsample_profile(upsampler, c, t, h, w)
+            peak = max(peak, outer + block_in + x + p)
+            cache += ca
+            c, t, h2, w2 = cu, t2, h * up, w * up
+            full = c * t * h2 * w2
+            if isinstance(block, ResidualUpBlock) and block.avg_shortcut is not None:
+                peak = max(peak, outer + block_in + 2 * full)  # output plus the DupUp3D copy
+        else:
+            h2, w2 = h, w
+            full = c * t * h2 * w2
+        h, w = sizes_h[i + 1], sizes_w[i + 1]
+        if (h, w) != (h2, w2):
+            peak = max(peak, outer + full + c * t * h * w)  # the stage crop's copy
+    x = c * t * h * w
+    co = dec.conv_out.out_channels
+    peak = max(peak, held + x + c * t * h * w + _conv_buffer(c, t, h, w, dec.conv_out) + co * t * h * w)
+    peak = max(peak, held + x + 2 * co * t * h * w)  # unpatchify copy
+    cache += dec.conv_out.context * c * h * w
+    return peak * rows, cache * rows
+
+
+def _head_profile(vae: WanVAE, h: int, w: int, k: int) -> tuple[int, int, int]:
+    """(peak elements, cache elements, output channels) of the head on the whole latent frame."""
+    dec = vae.decoder
+    zd = vae.arch.z_dim
+    c = dec.conv_in.out_channels
+    a = k * h * w
+    peak = zd * a + _conv_buffer(zd, k, h, w, dec.conv_in) + c * a
+    cache = dec.conv_in.context * zd * h * w
+    for r in dec.mid_block.resnets:
+        p, ca = _resnet_profile(r, k, h, w)
+        peak = max(peak, zd * a + c * a + p)
+        cache += ca
+    peak = max(peak, zd * a + 7 * c * a)  # attention: norm, qkv (3C), sdpa out, projection, residual
+    return peak, cache, c
+
+
+def estimate_exact_decode_memory(
+    vae: WanVAE,
+    plan: ExactTilePlan,
+    *,
+    batch_size: int = 1,
+    chunk_size: int = 1,
+    dtype: torch.dtype = torch.float32,
+    atomic_chunks: bool = True,
+) -> ExactDecodeMemory:
+    """Estimated peak bytes of decoding with ``plan`` (weights not included).
+
+    Derived from layer shapes (channels x frames x crop area x element size at every
+    stage, see :func:`_tail_call`): the caches of the head and of every tile (2 frames of
+    every causal conv's input at its stage crop, 1 channel block per ``time_conv``), the
+    head's activations on a chunk, the largest tail call's activations, and the chunk's
+    head output and output frames. With ``atomic_chunks`` a chunk is committed at its
+    end, so the old and the new caches coexist until then and the estimate counts both
+    copies (like the untiled model, whose chunk also holds its old cache until it
+    commits); without, only the current call's new cache comes on top. Steady-state
+    chunks (``chunk_size`` latents, temporal upsampling active) are the largest.
+    """
+    if plan.kind != "decode":
+        raise ValueError("estimate_exact_decode_memory needs a decode plan")
+    e = torch.empty((), dtype=dtype).element_size()
+    b, k = batch_size, chunk_size
+    h, w = plan.grid_hw
+    head_peak, head_cache, c_head = _head_profile(vae, h, w, k)
+    row_sizes = {r.key: r.sizes() for r in plan.rows}
+    col_sizes = {c.key: c.sizes() for c in plan.cols}
+    call_peak, tail_cache, call_cache = 0, 0, 0
+    row_count, col_count = Counter(r.key for r in plan.rows), Counter(c.key for c in plan.cols)
+    for rk, nr in row_count.items():
+        for ck, nc in col_count.items():
+            n = nr * nc
+            rows = min(n, plan.tile_batch_size)
+            p, ca = _tail_call(vae, row_sizes[rk], col_sizes[ck], rows * b, k)
+            call_peak, call_cache = max(call_peak, p), max(call_cache, ca)
+            tail_cache += ca // rows * n
+    s, r = vae.spatial_ratio, vae.temporal_ratio
+    chunk_io = b * (c_head * k * h * w + vae.arch.output_pixel_channels * k * r * h * s * w * s)
+    head_peak, head_cache = b * head_peak, b * head_cache
+    # Old and new caches coexist until the chunk commits (atomic) or until each call is done.
+    caches = 2 * head_cache + (2 * tail_cache if atomic_chunks else tail_cache + call_cache)
+    total = caches + max(head_peak, chunk_io + call_peak)
+    return ExactDecodeMemory(*(int(v * e) for v in (head_cache, tail_cache, head_peak, call_peak, chunk_io, total)))
+
+
+def choose_exact_tiling(
+    vae: WanVAE,
+    latent_hw: tuple[int, int],
+    budget_bytes: float,
+    dtype: torch.dtype = torch.float32,
+    *,
+    batch_size: int = 1,
+    chunk_size: int = 1,
+    staged: bool = True,
+    atomic_chunks: bool = True,
+    max_tile_batch_size: int | None = None,
+) -> TilingChoice:
+    """Largest square owned tile (px), then the largest tile batch, whose estimate fits the budget.
+
+    The estimate is :func:`estimate_exact_decode_memory` (weights excluded); every tile
+    size from the whole frame down to one latent is tried (sizes that give the same plan
+    as a larger one are skipped, and the tile returned is the smallest size giving the
+    chosen plan: its largest owned side). The caches do not shrink with the tile (they
+    cover the whole frame, and small tiles add halo), so a budget that no tile size fits
+    raises ``ValueError`` with the leanest estimate. Use the result as
+    ``TilingConfig(tile_size_px=c.tile_size_px, tile_overlap_px=0, tile_batch_size=c.tile_batch_size)``.
+    """
+    h, w = _positive_pair(latent_hw, "latent_hw")
+    if max_tile_batch_size is not None:
+        _check_batch(max_tile_batch_size)
+    if not budget_bytes > 0:
+        raise ValueError(f"budget_bytes must be positive, got {budget_bytes!r}")
+    s = vae.spatial_ratio
+
+    def estimate(plan: ExactTilePlan) -> ExactDecodeMemory:
+        return estimate_exact_decode_memory(
+            vae, plan, batch_size=batch_size, chunk_size=chunk_size, dtype=dtype, atomic_chunks=atomic_chunks
+        )
+
+    def plan_for(tile: int, batch: int) -> ExactTilePlan:
+        config = TilingConfig(tile_size_px=tile * s, tile_overlap_px=0)
+        return plan_exact_decode(vae, (h, w), config, tile_batch_size=batch, staged=staged)
+
+    leanest: ExactDecodeMemory | None = None
+    seen: set[tuple] = set()
+    for tile in range(max(h, w), 0, -1):
+        plan = plan_for(tile, 1)
+        owned = (tuple(r.own for r in plan.rows), tuple(c.own for c in plan.cols))
+        if owned in seen:
+            continue
+        seen.add(owned)
+        est = estimate(plan)
+        if leanest is None or est.total < leanest.total:
+            leanest = est
+        if est.total > budget_bytes:
+            continue
+        canonical = max(b - a for axis in owned for a, b in axis)
+        if canonical != tile and plan_for(canonical, 1) == plan:
+            tile = canonical
+        top = max(Counter(t.key for t in plan.tiles).values())
+        if max_tile_batch_size is not None:
+            top = min(top, max_tile_batch_size)
+        best = 1
+        for batch in range(top, 1, -1):
+            if estimate(plan_for(tile, batch)).total <= budget_bytes:
+                best = batch
+                break
+        return TilingChoice(tile_size_px=tile * s, tile_batch_size=best)
+    assert leanest is not None
+    raise ValueError(
+        f"no exact tiling of {h}x{w} latents fits {budget_bytes:.4g} bytes: the leanest tile size needs an estimated "
+        f"{leanest.total:.4g} bytes, {leanest.total - max(leanest.head_peak, leanest.chunk_io + leanest.call_peak):.4g} "
+        "of them for the caches, which no tiling removes"
+    )
