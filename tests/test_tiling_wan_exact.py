@@ -151,7 +151,7 @@ def test_decode_halo_is_tight_one_cell_less_breaks_exactness(name, monkeypatch):
     feats[0, :, 1, 0, right] = torch.randn(channels, generator=g)
     frame = iter(range(t))
 
-    def head(z, cache, num_padded=0):  # the tail input, chunk by chunk (chunk_size 1)
+    def head(z, cache, num_padded=0, atomic=True):  # the tail input, chunk by chunk (chunk_size 1)
         i = next(frame)
         return feats[:, :, i : i + 1]
 
@@ -186,7 +186,7 @@ def test_encode_halo_is_tight_one_cell_less_breaks_exactness(name, monkeypatch):
     ref = torch.cat([vae.encode_front(x[:, :, :1], cache), vae.encode_front(x[:, :, 1:], cache)], dim=2)
     seen = []
     original = vae.encode_back
-    monkeypatch.setattr(vae, "encode_back", lambda h, cache, num_padded=0: seen.append(h.clone()) or original(h, cache, num_padded=num_padded))
+    monkeypatch.setattr(vae, "encode_back", lambda h, cache, num_padded=0, atomic=True: seen.append(h.clone()) or original(h, cache, num_padded=num_padded, atomic=atomic))
     owned = ref[..., tile.own[0] : tile.own[1]]
     assert owned.ne(0).any()
     for staged in (True, False):
@@ -364,9 +364,9 @@ def test_exceptions_leave_nothing_behind(vaes, monkeypatch):
         decode_tiled(vae, z, cfg(vae, 2, 2), on_frames_ready=boom)
     assert max_err(decode_tiled(vae, z, cfg(vae, 2, 2)), ref) <= ATOL  # a fresh call is unaffected
 
-    # A failure inside a chunk leaves the state where it was; the same call can be retried.
+    # With atomic chunks a failure inside a chunk leaves the state where it was; the same call can be retried.
     state = WanTiledDecodeState()
-    first = decode_tiled(vae, z[:, :, :2], cfg(vae, 2, 2), state=state)
+    first = decode_tiled(vae, z[:, :, :2], cfg(vae, 2, 2), state=state, atomic_chunks=True)
     snapshot = (state.latent_frames, state.frames, state.head, state.calls)
     original, count = vae.decode_tail, [0]
 
@@ -378,9 +378,9 @@ def test_exceptions_leave_nothing_behind(vaes, monkeypatch):
 
     monkeypatch.setattr(vae, "decode_tail", flaky)
     with pytest.raises(RuntimeError, match="tail failed"):
-        decode_tiled(vae, z[:, :, 2:], state=state)
+        decode_tiled(vae, z[:, :, 2:], state=state, atomic_chunks=True)
     assert (state.latent_frames, state.frames, state.head, state.calls) == snapshot
-    rest = decode_tiled(vae, z[:, :, 2:], state=state)
+    rest = decode_tiled(vae, z[:, :, 2:], state=state, atomic_chunks=True)
     assert max_err(torch.cat([first, rest], dim=2), ref) <= ATOL
 
     # Without atomic chunks a failure mid-chunk breaks the state, which then refuses to go on.
@@ -437,8 +437,8 @@ def test_memory_estimate_matches_live_tensor_bytes_and_does_not_grow_with_frames
     vae = vaes["wan21"]
     hw, k = (6, 12), 1
     plan = plan_exact_decode(vae, hw, cfg(vae, 4, 2))
-    est = estimate_exact_decode_memory(vae, plan, chunk_size=k)
-    lean = estimate_exact_decode_memory(vae, plan, chunk_size=k, atomic_chunks=False)
+    est = estimate_exact_decode_memory(vae, plan, chunk_size=k, atomic_chunks=True)
+    lean = estimate_exact_decode_memory(vae, plan, chunk_size=k)
     peaks = []
     for t, atomic in ((2, True), (5, True), (5, False)):
         z = rand_latents(vae, t, hw, seed=10)

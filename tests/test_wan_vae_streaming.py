@@ -99,25 +99,44 @@ def test_padded_encode_chunk_leaves_the_cache_clean(vae):
     assert_same_cache(padded, plain)
 
 
-def test_failed_chunk_does_not_touch_the_cache(vae21):
+def _boom(module, args, output):
+    raise RuntimeError("injected failure in the tail")
+
+
+def test_failed_atomic_chunk_does_not_touch_the_cache(vae21):
     cache = WanCausalCache()
     z = latents(vae21.arch, 2)
-
-    def boom(module, args, output):
-        raise RuntimeError("injected failure in the tail")
-
     with torch.no_grad():
-        vae21.decode(z[:, :, :1], cache=cache)
+        vae21.decode(z[:, :, :1], cache=cache, atomic=True)
         before = cache.clone()
-        handle = vae21.decoder.up_blocks[2].register_forward_hook(boom)
+        handle = vae21.decoder.up_blocks[2].register_forward_hook(_boom)
         try:
             with pytest.raises(RuntimeError, match="injected"):
-                vae21.decode(z[:, :, 1:], cache=cache)
+                vae21.decode(z[:, :, 1:], cache=cache, atomic=True)
         finally:
             handle.remove()
         assert_same_cache(cache, before, atol=0)
         # the stream still continues exactly
         torch.testing.assert_close(vae21.decode(z[:, :, 1:], cache=cache), vae21.decode(z)[:, :, 1:], atol=1e-5, rtol=0)
+
+
+def test_failed_write_through_chunk_marks_the_stream_broken(vae21):
+    cache = WanCausalCache()
+    z = latents(vae21.arch, 2)
+    with torch.no_grad():
+        vae21.decode(z[:, :, :1], cache=cache)
+        assert not cache.broken
+        handle = vae21.decoder.up_blocks[2].register_forward_hook(_boom)
+        try:
+            with pytest.raises(RuntimeError, match="injected"):
+                vae21.decode(z[:, :, 1:], cache=cache)
+        finally:
+            handle.remove()
+        assert cache.broken
+        with pytest.raises(ValueError, match="fresh cache"):
+            vae21.decode(z[:, :, 1:], cache=cache)
+        # a new stream is unaffected
+        torch.testing.assert_close(vae21.decode(z), vae21.decode(z, atomic=True), atol=0, rtol=0)
 
 
 # ---------------------------------------------------------------------------- cache independence

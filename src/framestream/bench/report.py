@@ -9,19 +9,36 @@ from typing import Any
 from framestream.bench.harness import CaseSummary, machine_info
 from framestream.io.atomic import atomic_path
 
-__all__ = ["write_scenario_json", "markdown_table", "write_markdown", "plot_curve"]
+__all__ = [
+    "write_scenario_json",
+    "summary_from_json",
+    "markdown_table",
+    "ratio_table",
+    "write_markdown",
+    "rebuild_markdown",
+    "plot_curve",
+]
+
+EXTRA_COLUMNS = {"time_to_first_frame_s": "time to first frame s"}
+"""``timer.extra`` keys shown as table columns when a case reports them."""
 
 
 def write_scenario_json(
-    results_dir: Path, scenario: str, summaries: list[CaseSummary], settings: dict[str, Any], ratios: dict[str, float]
+    results_dir: Path,
+    scenario: str,
+    summaries: list[CaseSummary],
+    settings: dict[str, Any],
+    ratios: dict[str, float],
+    notes: list[str] | None = None,
 ) -> Path:
-    """``<results_dir>/<scenario>.json``: settings, machine, every run, and the headline ratios."""
+    """``<results_dir>/<scenario>.json``: settings, machine, every run, the headline ratios, notes."""
     payload = {
         "scenario": scenario,
         "settings": settings,
         "machine": machine_info(),
         "cases": [s.to_json() for s in summaries],
         "ratios": ratios,
+        "notes": list(notes or []),
     }
     path = results_dir / f"{scenario}.json"
     with atomic_path(path) as tmp:
@@ -33,23 +50,55 @@ def _fmt_error(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}"
 
 
-def markdown_table(scenario: str, summaries: list[CaseSummary], ratios: dict[str, float]) -> str:
-    """Readable table of one scenario: median (min-max) time and memory, error, ratios."""
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def summary_from_json(data: dict[str, Any]) -> CaseSummary:
+    """Inverse of :meth:`CaseSummary.to_json` (the derived medians are recomputed)."""
+    return CaseSummary(
+        name=data["name"],
+        seconds=list(data["seconds"]),
+        peak_bytes=list(data["peak_bytes"]),
+        max_abs_error=data.get("max_abs_error"),
+        extra=dict(data.get("extra", {})),
+        extra_runs=list(data.get("extra_runs", [])),
+    )
+
+
+def markdown_table(
+    scenario: str, summaries: list[CaseSummary], ratios: dict[str, float], notes: list[str] | None = None
+) -> str:
+    """Readable table of one scenario: median (min-max) time and memory, error, extra columns, ratios, notes."""
+    extras = [k for k in EXTRA_COLUMNS if any(isinstance(s.extra.get(k), (int, float)) for s in summaries)]
     lines = [
         f"### {scenario}",
         "",
-        "| case | time s, median (min-max) | peak MiB, median (min-max) | max abs err vs ref |",
-        "|---|---|---|---|",
+        "| case | time s, median (min-max) | peak MiB, median (min-max) | max abs err vs ref |"
+        + "".join(f" {EXTRA_COLUMNS[k]} |" for k in extras),
+        "|---|---|---|---|" + "---|" * len(extras),
     ]
     for s in summaries:
+        cells = "".join(f" {s.extra[k]:.3f} |" if isinstance(s.extra.get(k), (int, float)) else " - |" for k in extras)
         lines.append(
             f"| {s.name} | {s.median_seconds:.3f} ({min(s.seconds):.3f}-{max(s.seconds):.3f}) "
             f"| {s.median_peak_bytes / 2**20:.1f} ({min(s.peak_bytes) / 2**20:.1f}-{max(s.peak_bytes) / 2**20:.1f}) "
-            f"| {_fmt_error(s.max_abs_error)} |"
+            f"| {_fmt_error(s.max_abs_error)} |" + cells
         )
     if ratios:
         lines.append("")
-        lines.extend(f"- {name}: **{value:.2f}**" for name, value in ratios.items())
+        lines.extend(f"- {name}: **{_fmt(value)}**" for name, value in ratios.items())
+    if notes:
+        lines.append("")
+        lines.extend(f"- {note}" for note in notes)
+    return "\n".join(lines) + "\n"
+
+
+def ratio_table(ratios_by_scenario: dict[str, dict[str, float]]) -> str:
+    """One markdown table of every scenario's headline ratios."""
+    lines = ["| scenario | ratio | value |", "|---|---|---|"]
+    for scenario, ratios in ratios_by_scenario.items():
+        lines.extend(f"| {scenario} | {name} | {_fmt(value)} |" for name, value in ratios.items())
     return "\n".join(lines) + "\n"
 
 
@@ -58,6 +107,33 @@ def write_markdown(results_dir: Path, sections: list[str], header: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(header + "\n\n" + "\n".join(sections))
     return path
+
+
+def rebuild_markdown(results_dir: Path, order: list[str]) -> Path:
+    """``RESULTS.md`` from every ``<scenario>.json`` in ``results_dir`` (``order`` first, then the rest)."""
+    found = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))}
+    found = {k: v for k, v in found.items() if isinstance(v, dict) and "cases" in v and "ratios" in v}
+    names = [n for n in order if n in found] + [n for n in found if n not in order]
+    header = ["# Benchmark results", "", "Generated by `python -m framestream.bench`; see bench/README.md.", ""]
+    def machine_key(n: str) -> str:  # the load average differs per scenario; it is shown with each one
+        return json.dumps({k: v for k, v in found[n]["machine"].items() if not k.startswith("load")}, sort_keys=True)
+
+    for m in sorted({machine_key(n) for n in names}):
+        header.append(
+            "- machine: " + ", ".join(f"{k}={v}" for k, v in json.loads(m).items())
+            + " (scenarios: " + ", ".join(n for n in names if machine_key(n) == m) + ")"
+        )
+    header += ["", "## Headline ratios", "", ratio_table({n: found[n]["ratios"] for n in names}), "## Scenarios", ""]
+    sections = []
+    for n in names:
+        data = found[n]
+        st = data["settings"]
+        sections.append(
+            markdown_table(n, [summary_from_json(c) for c in data["cases"]], data["ratios"], data.get("notes"))
+            + f"\nsettings: `{json.dumps({k: v for k, v in st.items() if k != 'conv3d_shapes'})}`"
+            + f"; load average (1, 5, 15 min) after it: {data['machine'].get('load_average_1_5_15')}\n"
+        )
+    return write_markdown(results_dir, sections, "\n".join(header))
 
 
 def plot_curve(path: Path, title: str, xlabel: str, ylabel: str, series: dict[str, tuple[list[float], list[float]]]) -> Path | None:

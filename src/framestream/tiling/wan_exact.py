@@ -65,15 +65,14 @@ memory does not grow with the number of frames). A :class:`WanTiledDecodeState` 
 cache, per-call tail caches, counters) continues a stream across calls; it lives only
 where the caller keeps it, never on a module or function. Chunks have a static shape:
 a short last chunk is zero-padded and ``num_padded`` keeps the padding out of every
-cache. A chunk is committed to the state (all caches at once) only after all its calls
-succeeded and right before its frames are yielded, so the state always covers exactly
-the chunks whose frames were handed out: an exception inside a chunk leaves the state
-as it was, and the same call can be retried. That keeps the old caches alive until the
-chunk ends, next to the new ones (the untiled model does the same within its chunk);
-the caches dominate memory at high resolution (about 4 GiB in bf16 for Wan 2.1 at
-720p), so ``atomic_chunks=False`` replaces each call's cache as soon as the call is done
-instead: about half the memory, and a failure inside a chunk marks the state broken
-(it refuses to continue; start a new stream).
+cache. The caches dominate memory at high resolution (about 4 GiB in bf16 for Wan 2.1 at 720p),
+so by default (``atomic_chunks=False``) every cache slot is written through as soon as
+its layer has read it: one copy of the caches at the peak, and a failure inside a chunk
+marks the state broken (it refuses to continue; start a new stream — a new call with a
+fresh state is never affected). With ``atomic_chunks=True`` a chunk is committed to the
+state (all caches at once) only after all its calls succeeded and right before its
+frames are yielded, so an exception inside a chunk leaves the state as it was and the
+same call can be retried, at the price of old and new caches coexisting until then.
 
 ``TilingConfig`` for the exact path: ``tile_size_px`` is the largest *owned* tile side in
 output pixels (decode) / input pixels (encode), a multiple of the spatial scale; tiles
@@ -574,7 +573,7 @@ def iter_decode_tiled(
     chunk_size: int = 1,
     state: WanTiledDecodeState | None = None,
     staged: bool = True,
-    atomic_chunks: bool = True,
+    atomic_chunks: bool = False,
 ) -> Iterator[tuple[torch.Tensor, int]]:
     """Decode latents ``(B, z_dim, T, h, w)`` exactly, tile by tile, yielding ``(frames, start)``.
 
@@ -608,21 +607,23 @@ def _decode_stream(
         if pad:
             chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad))
         n = vae.decoded_frames(real, state.started)
-        head = _shallow(state.head)
-        feat = vae.decode_head(chunk, head, num_padded=pad)
+        head = _shallow(state.head) if atomic else state.head
+        feat = vae.decode_head(chunk, head, num_padded=pad, atomic=atomic)
         del chunk
         out: torch.Tensor | None = None
         calls = list(state.calls) if state.calls else [WanCausalCache() for _ in plan.batches]
         state.broken = not atomic  # cleared when the chunk is committed
         for ci, members in enumerate(plan.batches):
             group = [tiles[i] for i in members]
-            cache = _shallow(calls[ci])
-            y = vae.decode_tail(_gather(feat, group), cache, num_padded=pad, after_block=_stage_hook(group[0], plan.staged))
+            cache = _shallow(calls[ci]) if atomic else calls[ci]
+            y = vae.decode_tail(
+                _gather(feat, group), cache, num_padded=pad, after_block=_stage_hook(group[0], plan.staged), atomic=atomic
+            )
             if out is None:
                 out = y.new_empty(b, y.shape[1], n, out_h, out_w)
             _scatter(out, y, group, b)
             calls[ci] = cache
-            if not atomic:  # drop the call's old cache now (half the cache memory; no rollback)
+            if not atomic:  # the state holds the caches being written through (no rollback)
                 state.calls = tuple(calls)
             del y
         del feat
@@ -645,7 +646,7 @@ def decode_tiled(
     chunk_size: int = 1,
     state: WanTiledDecodeState | None = None,
     staged: bool = True,
-    atomic_chunks: bool = True,
+    atomic_chunks: bool = False,
     on_frames_ready: Callable[[torch.Tensor, int], None] | None = None,
 ) -> torch.Tensor:
     """Whole-call form of :func:`iter_decode_tiled`: the output is allocated once and filled.
@@ -706,7 +707,7 @@ def iter_encode_tiled(
     chunk_size: int = 1,
     state: WanTiledEncodeState | None = None,
     staged: bool = True,
-    atomic_chunks: bool = True,
+    atomic_chunks: bool = False,
 ) -> Iterator[tuple[torch.Tensor, int]]:
     """Encode a video in [-1, 1] exactly, tile by tile, yielding ``(moments, start)`` per chunk.
 
@@ -745,8 +746,10 @@ def _encode_stream(
         state.broken = not atomic
         for ci, members in enumerate(plan.batches):
             group = [tiles[i] for i in members]
-            cache = _shallow(calls[ci])
-            y = vae.encode_front(_gather(chunk, group), cache, num_padded=pad, after_block=_stage_hook(group[0], plan.staged))
+            cache = _shallow(calls[ci]) if atomic else calls[ci]
+            y = vae.encode_front(
+                _gather(chunk, group), cache, num_padded=pad, after_block=_stage_hook(group[0], plan.staged), atomic=atomic
+            )
             if feats is None:
                 feats = y.new_empty(b, y.shape[1], y.shape[2], grid_h, grid_w)
             _scatter(feats, y, group, b)
@@ -756,8 +759,8 @@ def _encode_stream(
             del y
         del chunk
         assert feats is not None
-        back = _shallow(state.back)
-        moments = vae.encode_back(feats, back, num_padded=pad)
+        back = _shallow(state.back) if atomic else state.back
+        moments = vae.encode_back(feats, back, num_padded=pad, atomic=atomic)
         del feats
         state.plan, state.batch_size, state.back, state.calls = plan, b, back, tuple(calls)
         state.frames += used
@@ -777,7 +780,7 @@ def encode_tiled(
     chunk_size: int = 1,
     state: WanTiledEncodeState | None = None,
     staged: bool = True,
-    atomic_chunks: bool = True,
+    atomic_chunks: bool = False,
     return_logvar: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Whole-call form of :func:`iter_encode_tiled`, returning what :meth:`WanVAE.encode` returns:
@@ -922,7 +925,7 @@ def estimate_exact_decode_memory(
     batch_size: int = 1,
     chunk_size: int = 1,
     dtype: torch.dtype = torch.float32,
-    atomic_chunks: bool = True,
+    atomic_chunks: bool = False,
 ) -> ExactDecodeMemory:
     """Estimated peak bytes of decoding with ``plan`` (weights not included).
 
@@ -933,7 +936,8 @@ def estimate_exact_decode_memory(
     head output and output frames. With ``atomic_chunks`` a chunk is committed at its
     end, so the old and the new caches coexist until then and the estimate counts both
     copies (like the untiled model, whose chunk also holds its old cache until it
-    commits); without, only the current call's new cache comes on top. Steady-state
+    commits); without (the default), slots are written through as each layer reads
+    them, so one copy of the caches is live. Steady-state
     chunks (``chunk_size`` latents, temporal upsampling active) are the largest.
     """
     if plan.kind != "decode":
@@ -956,8 +960,8 @@ def estimate_exact_decode_memory(
     s, r = vae.spatial_ratio, vae.temporal_ratio
     chunk_io = b * (c_head * k * h * w + vae.arch.output_pixel_channels * k * r * h * s * w * s)
     head_peak, head_cache = b * head_peak, b * head_cache
-    # Old and new caches coexist until the chunk commits (atomic) or until each call is done.
-    caches = 2 * head_cache + (2 * tail_cache if atomic_chunks else tail_cache + call_cache)
+    # Atomic chunks hold old and new caches until the commit; write-through holds one copy.
+    caches = 2 * (head_cache + tail_cache) if atomic_chunks else head_cache + tail_cache
     total = caches + max(head_peak, chunk_io + call_peak)
     return ExactDecodeMemory(*(int(v * e) for v in (head_cache, tail_cache, head_peak, call_peak, chunk_io, total)))
 
@@ -971,7 +975,7 @@ def choose_exact_tiling(
     batch_size: int = 1,
     chunk_size: int = 1,
     staged: bool = True,
-    atomic_chunks: bool = True,
+    atomic_chunks: bool = False,
     max_tile_batch_size: int | None = None,
 ) -> TilingChoice:
     """Largest square owned tile (px), then the largest tile batch, whose estimate fits the budget.

@@ -46,10 +46,12 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
 class WanCausalCache(StreamingDecoderCache, StreamingEncoderCache):
     """Per-stream causal-conv state of a Wan VAE: module path -> tensor (batch first)."""
 
-    __slots__ = ("slots",)
+    __slots__ = ("slots", "broken")
 
     def __init__(self, slots: dict[str, torch.Tensor] | None = None) -> None:
         self.slots: dict[str, torch.Tensor] = dict(slots) if slots else {}
+        self.broken = False
+        """True while a write-through (non-atomic) chunk is in flight or after it failed."""
 
     # ------------------------------------------------------------------ mapping view
     def __len__(self) -> int:

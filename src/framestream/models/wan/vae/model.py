@@ -217,7 +217,9 @@ class WanVAE(nn.Module):
         real = x.shape[2] - run.num_padded * self.temporal_ratio
         return x[:, :, :real] if run.num_padded else x
 
-    def decode_head(self, z: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0) -> torch.Tensor:
+    def decode_head(
+        self, z: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0, atomic: bool = True
+    ) -> torch.Tensor:
         """Latent-resolution stage: post_quant_conv + conv_in + mid_block.
 
         Returns features ``(B, C, T, h, w)`` for all ``T`` input frames (padding
@@ -225,13 +227,19 @@ class WanVAE(nn.Module):
         """
         self._require("decoder")
         self._check_chunk_args(1, num_padded, z.shape[2])
-        run = ChunkRun(cache, num_padded)
+        run = ChunkRun(cache, num_padded, atomic)
         out = self._decode_head(z, run)
         run.commit()
         return out
 
     def decode_tail(
-        self, h: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0, after_block: StageHook | None = None
+        self,
+        h: torch.Tensor,
+        cache: WanCausalCache,
+        *,
+        num_padded: int = 0,
+        after_block: StageHook | None = None,
+        atomic: bool = True,
     ) -> torch.Tensor:
         """High-resolution stage: up_blocks + norm_out + SiLU + conv_out + unpatchify + clamp.
 
@@ -242,27 +250,37 @@ class WanVAE(nn.Module):
         """
         self._require("decoder")
         self._check_chunk_args(1, num_padded, h.shape[2])
-        run = ChunkRun(cache, num_padded)
+        run = ChunkRun(cache, num_padded, atomic)
         out = self._decode_tail(h, run, after_block)
         run.commit()
         return out
 
-    def decode_chunk(self, z: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0) -> torch.Tensor:
-        """``decode_tail(decode_head(z))`` as one step: the cache changes only if both succeed."""
+    def decode_chunk(
+        self, z: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0, atomic: bool = True
+    ) -> torch.Tensor:
+        """``decode_tail(decode_head(z))`` as one step.
+
+        ``atomic``: the cache changes only if both succeed (old and new slots coexist
+        until then); ``False`` writes each slot through as soon as it is read, halving
+        the cache's peak, and leaves a failed stream marked broken.
+        """
         self._require("decoder")
         self._check_chunk_args(1, num_padded, z.shape[2])
-        run = ChunkRun(cache, num_padded)
+        run = ChunkRun(cache, num_padded, atomic)
         out = self._decode_tail(self._decode_head(z, run), run)
         run.commit()
         return out
 
-    def decode(self, z: torch.Tensor, *, chunk_size: int = 1, cache: WanCausalCache | None = None) -> torch.Tensor:
+    def decode(
+        self, z: torch.Tensor, *, chunk_size: int = 1, cache: WanCausalCache | None = None, atomic: bool = False
+    ) -> torch.Tensor:
         """Decode latents (un-normalised, diffusers' convention) to pixels in [-1, 1].
 
         ``T`` latent frames give ``1 + 4(T-1)`` frames at the start of a stream, ``4T``
         when ``cache`` continues one. Runs ``chunk_size`` latent frames per model call
         (static shapes: a short last chunk is zero-padded and trimmed). ``cache`` is
-        updated in place; ``None`` decodes a self-contained video.
+        updated in place; ``None`` decodes a self-contained video. ``atomic`` is passed to
+        :meth:`decode_chunk` (the default, ``False``, keeps the cache's peak at one copy).
         """
         self._require("decoder")
         self._check_chunk_args(chunk_size)
@@ -278,7 +296,7 @@ class WanVAE(nn.Module):
             pad = chunk_size - chunk.shape[2]
             if pad:
                 chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad))
-            frames = self.decode_chunk(chunk, cache, num_padded=pad)
+            frames = self.decode_chunk(chunk, cache, num_padded=pad, atomic=atomic)
             out[:, :, pos : pos + frames.shape[2]] = frames
             pos += frames.shape[2]
         assert pos == n_out, (pos, n_out)
@@ -293,7 +311,13 @@ class WanVAE(nn.Module):
         return moments[:, :, : moments.shape[2] - run.num_padded] if run.num_padded else moments
 
     def encode_front(
-        self, x: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0, after_block: StageHook | None = None
+        self,
+        x: torch.Tensor,
+        cache: WanCausalCache,
+        *,
+        num_padded: int = 0,
+        after_block: StageHook | None = None,
+        atomic: bool = True,
     ) -> torch.Tensor:
         """High-resolution stage: patchify + conv_in + down_blocks.
 
@@ -304,12 +328,14 @@ class WanVAE(nn.Module):
         """
         self._require("encoder")
         self._check_chunk_args(1, num_padded, max(1, x.shape[2] // self.temporal_ratio))
-        run = ChunkRun(cache, num_padded)
+        run = ChunkRun(cache, num_padded, atomic)
         out = self._encode_front(x, run, after_block)
         run.commit()
         return out
 
-    def encode_back(self, h: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0) -> torch.Tensor:
+    def encode_back(
+        self, h: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0, atomic: bool = True
+    ) -> torch.Tensor:
         """Latent-resolution stage: mid_block + norm_out + SiLU + conv_out + quant_conv.
 
         Returns the posterior moments ``(B, 2*z_dim, T, h, w)`` (mean, then raw
@@ -317,22 +343,24 @@ class WanVAE(nn.Module):
         """
         self._require("encoder")
         self._check_chunk_args(1, num_padded, h.shape[2])
-        run = ChunkRun(cache, num_padded)
+        run = ChunkRun(cache, num_padded, atomic)
         out = self._encode_back(h, run)
         run.commit()
         return out
 
-    def encode_chunk(self, x: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0) -> torch.Tensor:
+    def encode_chunk(
+        self, x: torch.Tensor, cache: WanCausalCache, *, num_padded: int = 0, atomic: bool = True
+    ) -> torch.Tensor:
         """``encode_back(encode_front(x))`` as one step: the cache changes only if both succeed."""
         self._require("encoder")
         self._check_chunk_args(1, num_padded, max(1, x.shape[2] // self.temporal_ratio))
-        run = ChunkRun(cache, num_padded)
+        run = ChunkRun(cache, num_padded, atomic)
         out = self._encode_back(self._encode_front(x, run), run)
         run.commit()
         return out
 
     def encode_moments(
-        self, x: torch.Tensor, *, chunk_size: int = 1, cache: WanCausalCache | None = None
+        self, x: torch.Tensor, *, chunk_size: int = 1, cache: WanCausalCache | None = None, atomic: bool = False
     ) -> torch.Tensor:
         """Posterior moments ``(B, 2*z_dim, T', h, w)`` of a video in [-1, 1] (see :meth:`encode`)."""
         self._require("encoder")
@@ -347,7 +375,7 @@ class WanVAE(nn.Module):
         pos = 0
         start = 0
         if not started:  # the stream's first frame is encoded alone
-            first = self.encode_chunk(x[:, :, :1], cache)
+            first = self.encode_chunk(x[:, :, :1], cache, atomic=atomic)
             out[:, :, :1] = first
             pos, start = 1, 1
         step = chunk_size * r
@@ -356,7 +384,7 @@ class WanVAE(nn.Module):
             pad = chunk_size - chunk.shape[2] // r
             if pad:
                 chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad * r))
-            moments = self.encode_chunk(chunk, cache, num_padded=pad)
+            moments = self.encode_chunk(chunk, cache, num_padded=pad, atomic=atomic)
             out[:, :, pos : pos + moments.shape[2]] = moments
             pos += moments.shape[2]
             start += step
@@ -370,6 +398,7 @@ class WanVAE(nn.Module):
         chunk_size: int = 1,
         cache: WanCausalCache | None = None,
         return_logvar: bool = False,
+        atomic: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Encode a video in [-1, 1] to the posterior mean (un-normalised).
 
@@ -377,9 +406,9 @@ class WanVAE(nn.Module):
         frames give ``k`` when ``cache`` continues one. The first frame is encoded
         alone, then ``4*chunk_size`` frames per model call (a short last chunk is
         zero-padded and trimmed). ``return_logvar=True`` also returns the clamped
-        log-variance; see :meth:`sample_posterior` for a sample.
+        log-variance; see :meth:`sample_posterior` for a sample. ``atomic`` as in :meth:`decode`.
         """
-        moments = self.encode_moments(x, chunk_size=chunk_size, cache=cache)
+        moments = self.encode_moments(x, chunk_size=chunk_size, cache=cache, atomic=atomic)
         z = self.arch.z_dim
         mean = moments[:, :z]
         if not return_logvar:

@@ -59,25 +59,38 @@ def _like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class ChunkRun:
-    """What one forward over a chunk knows: the stream cache, the padding, pending writes.
+    """What one forward over a chunk knows: the stream cache, the padding, how to write.
 
-    Writes are buffered and only land in the cache on :meth:`commit`, so an exception
-    mid-chunk leaves the stream where it was, and every layer reads the state from
-    before the chunk.
+    Atomic runs buffer their writes and land them in the cache on :meth:`commit`, so
+    an exception mid-chunk leaves the stream where it was; old and new slots coexist
+    until then (twice the cache memory at the peak). Write-through runs replace each
+    slot as soon as its layer has read it (each slot is read once per chunk, before
+    it is written), so an old slot is freed right away; the cache is marked broken
+    until :meth:`commit`, so a stream interrupted mid-chunk refuses to continue.
     """
 
-    __slots__ = ("cache", "num_padded", "pending")
+    __slots__ = ("cache", "num_padded", "pending", "atomic")
 
-    def __init__(self, cache: WanCausalCache, num_padded: int = 0) -> None:
+    def __init__(self, cache: WanCausalCache, num_padded: int = 0, atomic: bool = True) -> None:
+        if cache.broken:
+            raise ValueError(
+                "this stream's cache was left mid-chunk by a failure (atomic=False); start a new stream with a fresh cache"
+            )
         self.cache = cache
         self.num_padded = int(num_padded)
         self.pending: dict[str, torch.Tensor] = {}
+        self.atomic = atomic
+        if not atomic:
+            cache.broken = True
 
     def read(self, key: str) -> torch.Tensor | None:
         return self.cache.get(key)
 
     def write(self, key: str, value: torch.Tensor) -> None:
-        self.pending[key] = value
+        if self.atomic:
+            self.pending[key] = value
+        else:
+            self.cache.slots[key] = value
 
     def real_frames(self, frames: int, time_scale: int) -> int:
         """How many leading frames of a ``frames``-long input at ``time_scale`` are real."""
@@ -86,6 +99,7 @@ class ChunkRun:
     def commit(self) -> None:
         self.cache.update(self.pending)
         self.pending = {}
+        self.cache.broken = False
 
 
 def _last_frames(prev: torch.Tensor | None, x: torch.Tensor, real: int, n: int) -> torch.Tensor:
