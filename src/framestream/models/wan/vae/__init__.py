@@ -1,6 +1,7 @@
 """Wan 2.1 / 2.2 causal video VAE: architecture configs, model, explicit caches, streaming adapters."""
 
 from framestream.models.wan.vae.cache import CACHE_T, WanCausalCache, stack_caches, unstack_cache
+from framestream.models.wan.vae.checkpoint import WanVAECheckpointError, detect_checkpoint, load_wan_vae
 from framestream.models.wan.vae.config import (
     DIFFUSERS_IGNORED_KEYS,
     WAN21_VAE_ARCH,
@@ -49,4 +50,7 @@ __all__ = [
     "WanVAEEncoder",
     "WanVAEEncoderConfig",
     "build_wan_vae",
+    "WanVAECheckpointError",
+    "detect_checkpoint",
+    "load_wan_vae",
 ]
