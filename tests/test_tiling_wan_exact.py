@@ -477,3 +477,82 @@ def test_choose_exact_tiling_fits_the_budget(vaes):
     leanest = min(total(tile) for tile in range(1, 31))
     with pytest.raises(ValueError, match="no exact tiling"):
         choose_exact_tiling(vae, hw, leanest - 1, chunk_size=2)
+
+
+# ---------------------------------------------------------------------------- tile-major order
+TILE_MAJOR_CASES = [
+    # (latent hw, tile latents, tile batch, chunk size, latent frames)
+    pytest.param((5, 7), 3, 2, 2, 3, id="odd-5x7-tile3-b2-k2-padded"),
+    pytest.param((3, 5), 2, 1, 1, 2, id="odd-3x5-tile2-b1-k1"),
+    pytest.param((1, 41), 3, 4, 1, 2, id="strip-1x41-tile3-b4-k1-batched-calls"),
+]
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+@pytest.mark.parametrize("hw, tile, batch, k, t", TILE_MAJOR_CASES)
+def test_tile_major_decode_equals_frame_major_and_untiled(name, vaes, hw, tile, batch, k, t):
+    vae = vaes[name]
+    z = rand_latents(vae, t, hw, seed=21)
+    with torch.no_grad():
+        ref = vae.decode(z, chunk_size=k)
+    seen: list[tuple[int, int]] = []
+    got = decode_tiled(
+        vae, z, cfg(vae, tile, batch), chunk_size=k, order="tile", on_frames_ready=lambda f, s: seen.append((s, f.shape[2]))
+    )
+    assert max_err(got, ref) <= ATOL
+    assert [s for s, _ in seen] == [0, *torch.tensor([n for _, n in seen]).cumsum(0)[:-1].tolist()]
+    assert sum(n for _, n in seen) == ref.shape[2]
+    if batch == 4:  # interior tiles share a shape: some calls really stack tiles
+        assert max(len(b) for b in plan_exact_decode(vae, hw, cfg(vae, tile, batch)).batches) == 4
+    if k == 2:  # same pixels as the frame-major order (same chunk shapes, padding and crops)
+        assert max_err(got, decode_tiled(vae, z, cfg(vae, tile, batch), chunk_size=k)) <= 1e-5
+    if batch > 1:  # uint8 output: frames_to_uint8 of the float output, whichever the order
+        from framestream.io.transfer import frames_to_uint8
+
+        want = frames_to_uint8(got, channels_last=False)
+        for order in ("tile", "frame") if k == 1 else ("tile",):
+            u8 = decode_tiled(vae, z, cfg(vae, tile, batch), chunk_size=k, order=order, out_dtype=torch.uint8)
+            assert u8.dtype == torch.uint8 and torch.equal(u8, want)
+
+
+def test_tile_major_peak_memory_is_below_frame_major_and_estimated(vaes):
+    vae = vaes["wan21"]
+    hw, t, k = (8, 16), 2, 1
+    plan = plan_exact_decode(vae, hw, cfg(vae, 4, 2))
+    z = rand_latents(vae, t, hw, seed=22)
+    peaks = {}
+    for order in ("frame", "tile"):
+        meter = LiveTensorBytes()
+        with meter:
+            out = decode_tiled(vae, z, plan, chunk_size=k, order=order)
+            del out
+        peaks[order] = meter.peak
+    print(f"peak live tensor bytes: {peaks}")
+    frame = estimate_exact_decode_memory(vae, plan, chunk_size=k)
+    tile = estimate_exact_decode_memory(vae, plan, chunk_size=k, order="tile", latent_frames=t)
+    output = 4 * 3 * vae.decoded_frames(t, False) * hw[0] * hw[1] * vae.spatial_ratio**2
+    assert peaks["tile"] < 0.6 * peaks["frame"], peaks
+    assert tile.order == "tile" and tile.tail_cache < frame.tail_cache
+    assert 0.8 * peaks["tile"] <= tile.total <= 1.5 * peaks["tile"], (tile, peaks)
+    assert 0.8 * peaks["frame"] <= frame.total + output <= 1.5 * peaks["frame"], (frame, peaks)
+    # choose_exact_tiling sizes the tile-major mode too: a budget between two tilings' estimates.
+    def total(tile_latents: int) -> int:
+        p = plan_exact_decode(vae, hw, cfg(vae, tile_latents))
+        return estimate_exact_decode_memory(vae, p, chunk_size=k, order="tile", latent_frames=t).total
+
+    choice = choose_exact_tiling(vae, hw, total(4), chunk_size=k, order="tile", latent_frames=t)
+    assert total(choice.tile_size_px // vae.spatial_ratio) <= total(4)
+    with pytest.raises(ValueError, match="latent_frames"):
+        estimate_exact_decode_memory(vae, plan, order="tile")
+
+
+def test_tile_major_refuses_a_stream_state_and_bad_options(vaes, monkeypatch):
+    vae = vaes["wan21"]
+    z = rand_latents(vae, 2, (4, 6))
+    monkeypatch.setattr(vae, "decode_head", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(ValueError, match="cannot continue a stream"):
+        decode_tiled(vae, z, cfg(vae, 2), order="tile", state=WanTiledDecodeState())
+    with pytest.raises(ValueError, match="order"):
+        decode_tiled(vae, z, cfg(vae, 2), order="tiles")
+    with pytest.raises(ValueError, match="out_dtype"):
+        decode_tiled(vae, z, cfg(vae, 2), order="tile", out_dtype=torch.int32)

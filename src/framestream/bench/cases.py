@@ -117,15 +117,17 @@ def decode_framestream_tiled(
     seed: int = 0,
     chunk_size: int = 1,
     device: str = "auto",
+    order: str = "frame",
 ):
+    """Exact tiled decode; ``order="tile"`` is the tile-major low-memory mode (see ``decode_tiled``)."""
     from framestream.tiling.wan_exact import decode_tiled
 
     dev = device_of(device)
     vae, z = framestream_vae(base_dim, seed, dev), random_latents(latent_shape, seed, dev)
     tiling = tiling_config(tile_px, overlap_px, tile_batch_size)
-    _warm_up(timer, lambda v: decode_tiled(vae, v, tiling, chunk_size=chunk_size), z, 2)
+    _warm_up(timer, lambda v: decode_tiled(vae, v, tiling, chunk_size=chunk_size, order=order), z, 2)
     with timer:
-        out = decode_tiled(vae, z, tiling, chunk_size=chunk_size)
+        out = decode_tiled(vae, z, tiling, chunk_size=chunk_size, order=order)
     return _out(out)
 
 

@@ -149,23 +149,29 @@ def decode_tiled(ctx: Context) -> ScenarioResult:
         [
             Case("framestream_untiled", f"{CASES}:decode_framestream", p),
             Case("framestream_tiled", f"{CASES}:decode_framestream_tiled", {**p, **tile}),
+            Case("framestream_tiled_tile_major", f"{CASES}:decode_framestream_tiled", {**p, **tile, "order": "tile"}),
             Case("diffusers_tiled", f"{CASES}:decode_diffusers", {**p, **tile}),
         ],
         reference="framestream_untiled",
     )
     ft, dt, fu = s["framestream_tiled"], s["diffusers_tiled"], s["framestream_untiled"]
+    tm = s["framestream_tiled_tile_major"]
     ratios = {
         "time diffusers_tiled / framestream_tiled": _t(dt) / _t(ft),
         "peak memory diffusers_tiled / framestream_tiled": _m(dt) / _m(ft),
         "time framestream_tiled / framestream_untiled": _t(ft) / _t(fu),
         "peak memory framestream_tiled / framestream_untiled": _m(ft) / _m(fu),
+        "time diffusers_tiled / framestream_tiled_tile_major": _t(dt) / _t(tm),
+        "peak memory diffusers_tiled / framestream_tiled_tile_major": _m(dt) / _m(tm),
+        "peak memory framestream_tiled / framestream_tiled_tile_major": _m(ft) / _m(tm),
     }
     stride = cfg["tile_px"] - cfg["overlap_px"]
     plan = _plan_info(ctx, "decode", cfg["latent_shape"][3:], cfg["tile_px"], cfg["overlap_px"])
     notes = [
         f"tiles {cfg['tile_px']} px; diffusers: tile_sample_min_height/width {cfg['tile_px']}, "
         f"tile_sample_stride_height/width {stride} (overlap {cfg['overlap_px']} px, blended); framestream: "
-        f"{cfg['tile_px']} px owned per tile plus the derived halo (overlap setting ignored), plan {plan}",
+        f"{cfg['tile_px']} px owned per tile plus the derived halo (overlap setting ignored), plan {plan}; "
+        "framestream_tiled_tile_major: decode_tiled(order='tile'), same plan, tiles in the outer loop",
         "error column: against framestream's untiled fp32 decode",
     ]
     settings = {**p, **tile, "diffusers_stride_px": stride, "framestream_plan": plan}

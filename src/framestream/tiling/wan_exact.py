@@ -74,6 +74,15 @@ state (all caches at once) only after all its calls succeeded and right before i
 frames are yielded, so an exception inside a chunk leaves the state as it was and the
 same call can be retried, at the price of old and new caches coexisting until then.
 
+Tile-major order (``decode_tiled(..., order="tile")``, the low-memory mode). The stream
+above is frame-major: every chunk runs every tile, so all tiles' caches (about a
+full-frame cache per layer) live for the whole stream. Tile-major runs the head over all
+chunks first (keeping its latent-resolution features), then each tile batch over all
+chunks with a fresh cache that is dropped before the next batch: one call's cache at a
+time, the same pixels (same chunk shapes, padding, crops), but frames are final only at
+the end, and there is no stream state to continue. ``out_dtype=torch.uint8`` stores the
+video at one byte per channel. Use the frame-major stream when frames are needed early.
+
 ``TilingConfig`` for the exact path: ``tile_size_px`` is the largest *owned* tile side in
 output pixels (decode) / input pixels (encode), a multiple of the spatial scale; tiles
 of any size down to one latent are exact (small tiles are slow: the halo is recomputed).
@@ -91,7 +100,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -413,11 +422,17 @@ def _gather(source: torch.Tensor, tiles: list[ExactTile]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
 
-def _scatter(dest: torch.Tensor, result: torch.Tensor, tiles: list[ExactTile], batch: int) -> None:
-    """Copy every tile's owned region of a batched result into ``dest``."""
+def _scatter(
+    dest: torch.Tensor,
+    result: torch.Tensor,
+    tiles: list[ExactTile],
+    batch: int,
+    convert: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> None:
+    """Copy every tile's owned region of a batched result into ``dest`` (through ``convert`` if given)."""
     for j, t in enumerate(tiles):
-        rows = result[j * batch : (j + 1) * batch]
-        dest[..., t.row.own_out, t.col.own_out] = rows[..., t.row.own_local, t.col.own_local]
+        part = result[j * batch : (j + 1) * batch][..., t.row.own_local, t.col.own_local]
+        dest[..., t.row.own_out, t.col.own_out] = part if convert is None else convert(part)
 
 
 def _shallow(cache: WanCausalCache) -> WanCausalCache:
@@ -648,19 +663,122 @@ def decode_tiled(
     staged: bool = True,
     atomic_chunks: bool = False,
     on_frames_ready: Callable[[torch.Tensor, int], None] | None = None,
+    order: Literal["frame", "tile"] = "frame",
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Whole-call form of :func:`iter_decode_tiled`: the output is allocated once and filled.
 
-    ``on_frames_ready(frames, start)`` is called for every chunk as soon as it is decoded.
+    ``on_frames_ready(frames, start)`` is called for every chunk as soon as it is final
+    (frame-major: the decoder's float frames; tile-major: the chunk's slice of the output,
+    in ``out_dtype``).
+
+    ``order="frame"`` (default) walks chunks in the outer loop, every tile per chunk (the
+    streaming order of :func:`iter_decode_tiled`): frames are final chunk by chunk, but the
+    tail caches of *all* tiles (about a full-frame cache at every decoder layer) stay alive
+    for the whole call.
+
+    ``order="tile"`` is the low-memory mode: the head (mid-block attention, latent
+    resolution) runs over all chunks first and its features of every chunk are kept (small:
+    latent resolution); then each tile batch runs the tail over all chunks with its own
+    fresh cache, writes its owned pixels into the output and drops its cache. Peak ≈ the
+    head features of all chunks + ONE call's tail cache + one call's activations + the
+    output. Same pixels as ``order="frame"`` (same chunk shapes, padding and stage crops).
+    Frames are final only at the end (``on_frames_ready`` then runs for every chunk, in
+    order): use the frame-major stream when frames are needed early. It decodes a
+    self-contained video: ``state`` must be ``None`` (``ValueError`` otherwise), and
+    ``atomic_chunks`` has no effect (no state to protect; caches are written through).
+
+    ``out_dtype``: dtype of the returned video (default: the latents'). ``torch.uint8``
+    converts every tile's (or chunk's) pixels with
+    :func:`framestream.io.transfer.frames_to_uint8` (``channels_last=False``) before they
+    are written, so the held video costs one byte per channel; the result equals
+    ``frames_to_uint8`` of the float output. A floating dtype casts.
     """
+    if order not in ("frame", "tile"):
+        raise ValueError(f"order must be 'frame' or 'tile', got {order!r}")
+    ok_dtype = isinstance(out_dtype, torch.dtype) and (out_dtype == torch.uint8 or out_dtype.is_floating_point)
+    if out_dtype is not None and not ok_dtype:
+        raise ValueError(f"out_dtype must be None, torch.uint8 or a floating dtype, got {out_dtype!r}")
+    if order == "tile" and state is not None:
+        raise ValueError(
+            "order='tile' decodes a self-contained video and cannot continue a stream (state must be None); "
+            "use order='frame' to stream with a WanTiledDecodeState"
+        )
     plan, state = _prepare_decode(vae, z, tiling, chunk_size, state, staged)
     b, _, t, h, w = z.shape
     s = vae.spatial_ratio
-    output = z.new_empty(b, vae.arch.output_pixel_channels, vae.decoded_frames(t, state.started), h * s, w * s)
+    n_out = vae.decoded_frames(t, state.started)
+    shape = (b, vae.arch.output_pixel_channels, n_out, h * s, w * s)
+    convert = _converter(out_dtype)
+    if order == "tile":
+        output = _decode_tile_major(vae, z, plan, chunk_size, shape, out_dtype or z.dtype, convert)
+        if on_frames_ready is not None:
+            for start, n in _chunk_frames(vae, t, chunk_size):
+                on_frames_ready(output[:, :, start : start + n], start)
+        return output
+    output = z.new_empty(shape, dtype=out_dtype or z.dtype)
     for frames, start in _decode_stream(vae, z, plan, state, chunk_size, bool(atomic_chunks)):
-        output[:, :, start : start + frames.shape[2]] = frames
+        output[:, :, start : start + frames.shape[2]] = convert(frames)
         if on_frames_ready is not None:
             on_frames_ready(frames, start)
+    return output
+
+
+def _converter(out_dtype: torch.dtype | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Pixels as written into the output: uint8 via ``frames_to_uint8``, else as they are (the copy casts)."""
+    if out_dtype != torch.uint8:
+        return lambda x: x
+    from framestream.io.transfer import frames_to_uint8  # lazy: framestream.io pulls in video I/O
+
+    return lambda x: frames_to_uint8(x, channels_last=False)
+
+
+def _chunk_frames(vae: WanVAE, t: int, k: int) -> Iterator[tuple[int, int]]:
+    """``(first output frame, frames)`` of every chunk of a self-contained decode."""
+    pos = 0
+    for c0 in range(0, t, k):
+        n = vae.decoded_frames(min(k, t - c0), c0 > 0)
+        yield pos, n
+        pos += n
+
+
+@torch.no_grad()
+def _decode_tile_major(
+    vae: WanVAE,
+    z: torch.Tensor,
+    plan: ExactTilePlan,
+    k: int,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    convert: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``order="tile"`` of :func:`decode_tiled`: head over all chunks, then every call over all chunks."""
+    b, t = z.shape[0], z.shape[2]
+    # (1) The head on every chunk (own cache, written through), keeping its latent-resolution features.
+    head = WanCausalCache()
+    feats: list[tuple[torch.Tensor, int]] = []
+    for c0 in range(0, t, k):
+        chunk = z[:, :, c0 : c0 + k]
+        pad = k - chunk.shape[2]
+        if pad:
+            chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad))
+        feats.append((vae.decode_head(chunk, head, num_padded=pad, atomic=False), pad))
+        del chunk
+    del head
+    output = z.new_empty(shape, dtype=dtype)
+    spans = list(_chunk_frames(vae, t, k))
+    tiles = plan.tiles
+    # (2) Every call (tile batch) over all chunks with a fresh cache, dropped before the next call.
+    for members in plan.batches:
+        group = [tiles[i] for i in members]
+        hook = _stage_hook(group[0], plan.staged)
+        cache = WanCausalCache()
+        for (feat, pad), (start, n) in zip(feats, spans):
+            y = vae.decode_tail(_gather(feat, group), cache, num_padded=pad, after_block=hook, atomic=False)
+            assert y.shape[2] == n
+            _scatter(output[:, :, start : start + n], y, group, b, convert)
+            del y
+        del cache
     return output
 
 
@@ -805,16 +923,18 @@ class ExactDecodeMemory(NamedTuple):
     head_cache: int
     """The head's causal cache (whole latent frame)."""
     tail_cache: int
-    """All tiles' tail caches (one copy)."""
+    """Tail caches alive at once: all tiles' (one copy) frame-major; the largest call's tile-major."""
     head_peak: int
     """Head activations of one chunk (plus the chunk's latents)."""
     call_peak: int
     """Largest tail call's activations (its stacked input included)."""
     chunk_io: int
-    """The head output and the chunk's output frames, alive during the tail calls."""
+    """Held during the tail calls. Frame-major: the chunk's head output and output frames;
+    tile-major: the head features of all chunks and the whole output video."""
     total: int
     """Estimated peak: caches (old and new copies, see the doc) plus the larger phase."""
-
+    order: str = "frame"
+    """The decode order estimated (see :func:`decode_tiled`)."""
 
 def _elems(*dims: int) -> int:
     return math.prod(dims)
@@ -926,6 +1046,9 @@ def estimate_exact_decode_memory(
     chunk_size: int = 1,
     dtype: torch.dtype = torch.float32,
     atomic_chunks: bool = False,
+    order: Literal["frame", "tile"] = "frame",
+    latent_frames: int | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> ExactDecodeMemory:
     """Estimated peak bytes of decoding with ``plan`` (weights not included).
 
@@ -939,9 +1062,20 @@ def estimate_exact_decode_memory(
     commits); without (the default), slots are written through as each layer reads
     them, so one copy of the caches is live. Steady-state
     chunks (``chunk_size`` latents, temporal upsampling active) are the largest.
+
+    ``order="frame"`` estimates the stream of :func:`iter_decode_tiled` (the output video
+    is not counted: frames are handed out per chunk). ``order="tile"`` estimates
+    ``decode_tiled(..., order="tile")`` of ``latent_frames`` latents (required), output in
+    ``out_dtype`` (default ``dtype``) included: the larger of the head phase (head cache,
+    head activations, the head features of all chunks) and the tail phase (the head
+    features, the output, one call's cache and activations); ``atomic_chunks`` is ignored.
     """
     if plan.kind != "decode":
         raise ValueError("estimate_exact_decode_memory needs a decode plan")
+    if order not in ("frame", "tile"):
+        raise ValueError(f"order must be 'frame' or 'tile', got {order!r}")
+    if order == "tile" and (isinstance(latent_frames, bool) or not isinstance(latent_frames, int) or latent_frames < 1):
+        raise ValueError(f"order='tile' needs latent_frames (a positive int), got {latent_frames!r}")
     e = torch.empty((), dtype=dtype).element_size()
     b, k = batch_size, chunk_size
     h, w = plan.grid_hw
@@ -958,8 +1092,20 @@ def estimate_exact_decode_memory(
             call_peak, call_cache = max(call_peak, p), max(call_cache, ca)
             tail_cache += ca // rows * n
     s, r = vae.spatial_ratio, vae.temporal_ratio
-    chunk_io = b * (c_head * k * h * w + vae.arch.output_pixel_channels * k * r * h * s * w * s)
     head_peak, head_cache = b * head_peak, b * head_cache
+    pixels = vae.arch.output_pixel_channels * h * s * w * s
+    if order == "tile":
+        assert latent_frames is not None
+        chunks = -(-latent_frames // k)
+        feats = b * c_head * chunks * k * h * w * e
+        oe = torch.empty((), dtype=out_dtype or dtype).element_size()
+        output = b * pixels * vae.decoded_frames(latent_frames, False) * oe
+        held = feats + output
+        total = max(head_cache * e + head_peak * e + feats, held + (call_cache + call_peak) * e)
+        return ExactDecodeMemory(
+            head_cache * e, call_cache * e, head_peak * e, call_peak * e, held, total, "tile"
+        )
+    chunk_io = b * (c_head * k * h * w + pixels * k * r)
     # Atomic chunks hold old and new caches until the commit; write-through holds one copy.
     caches = 2 * (head_cache + tail_cache) if atomic_chunks else head_cache + tail_cache
     total = caches + max(head_peak, chunk_io + call_peak)
@@ -977,6 +1123,9 @@ def choose_exact_tiling(
     staged: bool = True,
     atomic_chunks: bool = False,
     max_tile_batch_size: int | None = None,
+    order: Literal["frame", "tile"] = "frame",
+    latent_frames: int | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> TilingChoice:
     """Largest square owned tile (px), then the largest tile batch, whose estimate fits the budget.
 
@@ -987,6 +1136,10 @@ def choose_exact_tiling(
     cover the whole frame, and small tiles add halo), so a budget that no tile size fits
     raises ``ValueError`` with the leanest estimate. Use the result as
     ``TilingConfig(tile_size_px=c.tile_size_px, tile_overlap_px=0, tile_batch_size=c.tile_batch_size)``.
+
+    ``order="tile"`` (with ``latent_frames``, ``out_dtype``) sizes ``decode_tiled(..., order="tile")``:
+    only one call's cache is alive there, so smaller tiles do lower the estimate; what no
+    tiling removes is the head (features of all chunks) and the output video.
     """
     h, w = _positive_pair(latent_hw, "latent_hw")
     if max_tile_batch_size is not None:
@@ -997,7 +1150,15 @@ def choose_exact_tiling(
 
     def estimate(plan: ExactTilePlan) -> ExactDecodeMemory:
         return estimate_exact_decode_memory(
-            vae, plan, batch_size=batch_size, chunk_size=chunk_size, dtype=dtype, atomic_chunks=atomic_chunks
+            vae,
+            plan,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            dtype=dtype,
+            atomic_chunks=atomic_chunks,
+            order=order,
+            latent_frames=latent_frames,
+            out_dtype=out_dtype,
         )
 
     def plan_for(tile: int, batch: int) -> ExactTilePlan:
@@ -1030,6 +1191,12 @@ def choose_exact_tiling(
                 break
         return TilingChoice(tile_size_px=tile * s, tile_batch_size=best)
     assert leanest is not None
+    if leanest.order == "tile":
+        raise ValueError(
+            f"no exact tiling of {h}x{w} latents fits {budget_bytes:.4g} bytes (order='tile'): the leanest tile size "
+            f"needs an estimated {leanest.total:.4g} bytes, {leanest.chunk_io:.4g} of them for the head features and "
+            "the output video, which no tiling removes"
+        )
     raise ValueError(
         f"no exact tiling of {h}x{w} latents fits {budget_bytes:.4g} bytes: the leanest tile size needs an estimated "
         f"{leanest.total:.4g} bytes, {leanest.total - max(leanest.head_peak, leanest.chunk_io + leanest.call_peak):.4g} "
