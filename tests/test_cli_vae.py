@@ -213,6 +213,10 @@ def test_tiled_and_untiled_agree(files, latents, vae, tmp_path):
     assert main(decode_args(files, latents, tmp_path / "t.npy", *tile)) == 0
     diff = np.abs(np.load(tmp_path / "t.npy").astype(int) - np.load(tmp_path / "u.npy").astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # equal up to a rounding tie
+    # Tile-major low-memory order: same frames, written at the end.
+    assert main(decode_args(files, latents, tmp_path / "m.npy", *tile, "--tile-order", "tile")) == 0
+    diff = np.abs(np.load(tmp_path / "m.npy").astype(int) - np.load(tmp_path / "u.npy").astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
 # ---------------------------------------------------------------------------- clear errors
@@ -238,6 +242,7 @@ def expect_error(capsys, argv: list[str], match: str) -> None:
 def test_decode_errors(files, latents, capsys, tmp_path, no_model_load):
     out = str(tmp_path / "o.mp4")
     ck = str(files["ckpt"])
+    expect_error(capsys, ["decode", str(latents), "-o", out, "--checkpoint", ck, "--tile-order", "tile"], "needs --tile-size")
     z48 = tmp_path / "z48.safetensors"
     save_latents(z48, torch.zeros(1, 48, 2, 2, 2), LatentMetadata())
     blocker = tmp_path / "file.txt"

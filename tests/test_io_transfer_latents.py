@@ -33,6 +33,14 @@ def test_uint8_extremes_and_bf16_input():
     assert out == [0, 128, 255]
 
 
+def test_uint8_input_is_only_relaid_out():
+    frames = torch.randint(0, 256, (1, 3, 2, 4, 5), dtype=torch.uint8)
+    out = frames_to_uint8(frames)
+    assert out.shape == (1, 2, 4, 5, 3)
+    assert torch.equal(out, frames.movedim(1, -1))
+    assert frames_to_uint8(frames, channels_last=False) is frames
+
+
 def test_uint8_rejects_wrong_layout():
     with pytest.raises(ValueError, match="3, T, H, W"):
         frames_to_uint8(torch.zeros(1, 4, 2, 2, 2))

@@ -266,14 +266,22 @@ def iter_decode(
     *,
     chunk_size: int = 1,
     tiling: TilingConfig | None = None,
+    tile_order: str = "frame",
 ) -> Iterator[tuple[torch.Tensor, int]]:
     """Decode un-normalised latents ``(1, C, T, h, w)`` to ``(frames (1, 3, t, H, W), start_index)`` chunks.
 
     Untiled: ``chunk_size`` latent frames per :meth:`WanVAE.decode` call, one causal cache
-    for the whole stream. Tiled: :func:`framestream.tiling.wan_exact.iter_decode_tiled`.
-    The chunks cover the ``1 + 4(T-1)`` frames in order, each once.
+    for the whole stream. Tiled: :func:`framestream.tiling.wan_exact.iter_decode_tiled`
+    (``tile_order="frame"``, frames streamed per chunk), or the tile-major low-memory
+    decode (``"tile"``: one tile batch's caches alive at a time, the whole video returned
+    at the end as uint8). The chunks cover the ``1 + 4(T-1)`` frames in order, each once.
     """
     check_chunk(chunk_size)
+    if tile_order not in ("frame", "tile"):
+        raise ValueError(f"tile order must be 'frame' or 'tile', got {tile_order!r}")
+    if tiling is not None and tile_order == "tile":
+        yield _wan_exact().decode_tiled(vae, z, tiling, chunk_size=chunk_size, order="tile", out_dtype=torch.uint8), 0
+        return
     if tiling is not None:
         yield from _wan_exact().iter_decode_tiled(vae, z, tiling, chunk_size=chunk_size)
         return
@@ -453,6 +461,7 @@ def decode_to_sink(
     *,
     chunk_size: int = 1,
     tiling: TilingConfig | None = None,
+    tile_order: str = "frame",
     progress: bool = True,
 ) -> int:
     """Decode and hand each chunk to ``sink`` as soon as it is on the host; returns the frame count.
@@ -476,7 +485,7 @@ def decode_to_sink(
 
             expected = 0
             with torch.inference_mode():
-                for frames, start in iter_decode(vae, z, chunk_size=chunk_size, tiling=tiling):
+                for frames, start in iter_decode(vae, z, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order):
                     if start != expected:
                         raise RuntimeError(f"decoder yielded frames from {start}, expected {expected}")
                     expected += frames.shape[2]

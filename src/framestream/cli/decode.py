@@ -71,6 +71,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("mp4", "png", "npy", "safetensors"), default=None, help="output format (default: from the output path)")
     add_model_arguments(parser, vae_required=False)
     add_tiling_arguments(parser)
+    parser.add_argument(
+        "--tile-order",
+        choices=("frame", "tile"),
+        default="frame",
+        help="with --tile-size: 'frame' streams frames per chunk (all tiles' caches stay alive); 'tile' decodes "
+        "tile by tile over the whole clip, one tile batch's caches at a time (lowest memory; frames are "
+        "written at the end)",
+    )
     parser.add_argument("--fps", type=float, default=None, help="frame rate (default: the latent file's, else 16)")
     parser.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 (lossless) .. 51 (default: 18)")
     parser.set_defaults(func=run)
@@ -102,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     version = vr.vae_version(args.vae)
     vr.check_latents(z, meta, version, args.latents)
     tiling = vr.make_tiling(args.tile_size, args.tile_overlap, args.tile_batch_size, vr.SPATIAL_FACTOR[version])
+    if args.tile_order == "tile" and tiling is None:
+        raise ValueError("--tile-order tile needs --tile-size")
     fps = args.fps or meta.fps or 16.0
 
     memory = vr.PeakMemory(device)
@@ -121,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         threads=1 if device.type == "cpu" else None,
         metadata={"vae": vr.vae_name(version), "fps": fps, "source": args.latents},
     )
-    frames = vr.decode_to_sink(vae, z, sink, chunk_size=args.chunk, tiling=tiling)
+    frames = vr.decode_to_sink(vae, z, sink, chunk_size=args.chunk, tiling=tiling, tile_order=args.tile_order)
     summary = memory.summary(
         command="decode",
         output=str(output),

@@ -26,13 +26,13 @@ def frames_to_uint8(frames: torch.Tensor, channels_last: bool = True) -> torch.T
     first; ``round((x + 1) * 127.5)`` (ties to even) replaces the truncation of
     ``(x + 1) * 127.5`` that loses half a level on average.
     """
-    if frames.dtype == torch.uint8:
-        return frames
     if frames.ndim not in (4, 5) or frames.shape[-4] != 3:
         raise ValueError(f"expected (B, 3, T, H, W) or (3, T, H, W) frames, got shape {tuple(frames.shape)}")
-    # fp32 arithmetic: bf16 cannot represent 0..255 exactly above 128.
-    scaled = frames.float().clamp(-1.0, 1.0).add(1.0).mul(127.5).round()
-    out = scaled.to(torch.uint8)
+    if frames.dtype == torch.uint8:
+        out = frames  # already converted (e.g. by a tiler writing uint8): only the layout changes
+    else:
+        # fp32 arithmetic: bf16 cannot represent 0..255 exactly above 128.
+        out = frames.float().clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
     if channels_last:
         out = out.movedim(-4, -1)
     return out.contiguous()

@@ -25,17 +25,15 @@ from framestream.tiling.receptive_field import (
     measure_decoder_receptive_field,
     measure_encoder_receptive_field,
 )
+from framestream.tiling.wan_budget import ExactDecodeMemory, choose_exact_tiling, estimate_exact_decode_memory
 from framestream.tiling.wan_exact import (
     AxisCrop,
-    ExactDecodeMemory,
     ExactTile,
     ExactTilePlan,
     WanTiledDecodeState,
     WanTiledEncodeState,
-    choose_exact_tiling,
     decode_tiled,
     encode_tiled,
-    estimate_exact_decode_memory,
     iter_decode_tiled,
     iter_encode_tiled,
     plan_exact_decode,
