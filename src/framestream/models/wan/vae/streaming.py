@@ -99,15 +99,14 @@ def _wan_exact() -> Any:
     return wan_exact
 
 
-def _tiled_state(cache: Any, autoregressive_index: int, state_type: type) -> Any:
-    """The tiled stream state for this AR step (the tiled twin of :func:`_stream_cache`)."""
+def _checked_stream_state(cache: Any, autoregressive_index: int, state_type: type, started: bool) -> None:
+    """Raise unless ``cache`` is at the right point of its stream for this AR step."""
     if autoregressive_index < 0:
         raise ValueError(f"autoregressive_index must be >= 0, got {autoregressive_index}")
     if cache is not None and not isinstance(cache, state_type):
         raise TypeError(
-            f"with tiling, expected a {state_type.__name__} from initialize_autoregressive_cache(), got {type(cache).__name__}"
+            f"expected a {state_type.__name__} from initialize_autoregressive_cache(), got {type(cache).__name__}"
         )
-    started = cache is not None and cache.started
     if autoregressive_index == 0 and started:
         raise ValueError(
             "autoregressive_index=0 starts a new stream but the cache has already been used; "
@@ -118,37 +117,19 @@ def _tiled_state(cache: Any, autoregressive_index: int, state_type: type) -> Any
             f"autoregressive_index={autoregressive_index} continues a stream but the cache is "
             f"{'missing' if cache is None else 'fresh'}; pass the cache used for the earlier steps"
         )
-    return state_type() if cache is None else cache
 
 
-def _stream_cache(cache: WanCausalCache | None, autoregressive_index: int, part: str) -> WanCausalCache:
-    """The cache to use for this AR step, checking it is at the right point of its stream."""
-    if autoregressive_index < 0:
-        raise ValueError(f"autoregressive_index must be >= 0, got {autoregressive_index}")
-    if cache is not None and not isinstance(cache, WanCausalCache):
-        raise TypeError(f"expected a WanCausalCache from initialize_autoregressive_cache(), got {type(cache).__name__}")
-    started = cache is not None and cache.started(part)
-    if autoregressive_index == 0 and started:
-        raise ValueError(
-            "autoregressive_index=0 starts a new stream but the cache has already been used; "
-            "pass a fresh initialize_autoregressive_cache()"
-        )
-    if autoregressive_index > 0 and not started:
-        raise ValueError(
-            f"autoregressive_index={autoregressive_index} continues a stream but the cache is "
-            f"{'missing' if cache is None else 'fresh'}; pass the cache used for the earlier steps"
-        )
-    return WanCausalCache() if cache is None else cache
+class _WanVAEAdapter:
+    """What the streaming decoder and encoder share: the VAE half they build, the
+    compression ratios, and their per-rollout state (a :class:`WanCausalCache`, or the
+    exact tiler's state when ``config.tiling`` is set)."""
 
+    _part: str
+    """``"decoder"`` or ``"encoder"``: the half of the VAE this adapter runs."""
+    _tiled_state_name: str
+    """Name of the exact tiler's state class for this half."""
 
-# ---------------------------------------------------------------------------- decoder
-class WanVAEDecoder(StreamingVideoDecoder[WanCausalCache]):
-    """Streaming Wan VAE decoder: latents of one AR step -> pixels in [-1, 1]."""
-
-    config: "WanVAEDecoderConfig"
-
-    def __init__(self, config: "WanVAEDecoderConfig", device: torch.device | str | None = None) -> None:
-        super().__init__(config)
+    def _build(self, config: Any, device: torch.device | str | None) -> None:
         _check_common(config)
         self.compute_dtype = parse_dtype(config.compute_dtype)
         self.vae = build_wan_vae(
@@ -156,24 +137,52 @@ class WanVAEDecoder(StreamingVideoDecoder[WanCausalCache]):
             checkpoint_path=config.checkpoint_path,
             weights_dtype=config.weights_dtype,
             device=device,
-            include_encoder=False,
-            include_decoder=True,
+            include_encoder=self._part == "encoder",
+            include_decoder=self._part == "decoder",
             seed=config.seed,
         )
 
     @property
     def spatial_compression_ratio(self) -> int:
-        return self.config.arch.scale_factor_spatial
+        return self.config.arch.scale_factor_spatial  # type: ignore[attr-defined]
 
     @property
     def temporal_compression_ratio(self) -> int:
-        return self.config.arch.scale_factor_temporal
+        return self.config.arch.scale_factor_temporal  # type: ignore[attr-defined]
+
+    def _state_type(self) -> type:
+        if self.config.tiling is None:  # type: ignore[attr-defined]
+            return WanCausalCache
+        return getattr(_wan_exact(), self._tiled_state_name)
 
     def initialize_autoregressive_cache(self, **context: Any) -> Any:
-        """A :class:`WanCausalCache`, or a ``WanTiledDecodeState`` when ``config.tiling`` is set."""
-        if self.config.tiling is not None:
-            return _wan_exact().WanTiledDecodeState()
-        return WanCausalCache()
+        """A fresh :class:`WanCausalCache`, or the exact tiler's stream state when ``config.tiling`` is set."""
+        return self._state_type()()
+
+    def _stream_state(self, cache: Any, autoregressive_index: int) -> Any:
+        """The state to use for this AR step, checked against where its stream is."""
+        state_type = self._state_type()
+        if cache is None:
+            started = False
+        elif isinstance(cache, WanCausalCache):
+            started = cache.started(self._part)
+        else:
+            started = bool(getattr(cache, "started", False))
+        _checked_stream_state(cache, autoregressive_index, state_type, started)
+        return state_type() if cache is None else cache
+
+
+# ---------------------------------------------------------------------------- decoder
+class WanVAEDecoder(_WanVAEAdapter, StreamingVideoDecoder[WanCausalCache]):
+    """Streaming Wan VAE decoder: latents of one AR step -> pixels in [-1, 1]."""
+
+    config: "WanVAEDecoderConfig"
+    _part = "decoder"
+    _tiled_state_name = "WanTiledDecodeState"
+
+    def __init__(self, config: "WanVAEDecoderConfig", device: torch.device | str | None = None) -> None:
+        super().__init__(config)
+        self._build(config, device)
 
     @torch.no_grad()
     def forward(  # noqa: D401
@@ -183,18 +192,14 @@ class WanVAEDecoder(StreamingVideoDecoder[WanCausalCache]):
         cache: Any = None,
     ) -> torch.Tensor:
         """Decode ``(B, z_dim, n, h, w)`` latents; returns ``(B, 3, frames, h*s, w*s)`` in the compute dtype."""
-        tiling = self.config.tiling
-        if tiling is None:
-            cache = _stream_cache(cache, autoregressive_index, "decoder")
-        else:
-            cache = _tiled_state(cache, autoregressive_index, _wan_exact().WanTiledDecodeState)
+        cache = self._stream_state(cache, autoregressive_index)
         if not torch.is_tensor(input) or not input.is_floating_point():
             raise ValueError("WanVAEDecoder expects floating-point latents")
         z = input.to(self.compute_dtype)
         if self.config.normalize_latents:
             z = self.vae.denormalize_latents(z)
-        if tiling is not None:
-            return _wan_exact().decode_tiled(self.vae, z, tiling, chunk_size=self.config.chunk_size, state=cache)
+        if self.config.tiling is not None:
+            return _wan_exact().decode_tiled(self.vae, z, self.config.tiling, chunk_size=self.config.chunk_size, state=cache)
         return self.vae.decode(z, chunk_size=self.config.chunk_size, cache=cache)
 
 
@@ -225,38 +230,16 @@ class WanVAEDecoderConfig(DecoderConfig):
 
 
 # ---------------------------------------------------------------------------- encoder
-class WanVAEEncoder(StreamingVideoEncoder[WanCausalCache]):
+class WanVAEEncoder(_WanVAEAdapter, StreamingVideoEncoder[WanCausalCache]):
     """Streaming Wan VAE encoder: pixels in [-1, 1] of one AR step -> posterior-mean latents."""
 
     config: "WanVAEEncoderConfig"
+    _part = "encoder"
+    _tiled_state_name = "WanTiledEncodeState"
 
     def __init__(self, config: "WanVAEEncoderConfig", device: torch.device | str | None = None) -> None:
         super().__init__(config)
-        _check_common(config)
-        self.compute_dtype = parse_dtype(config.compute_dtype)
-        self.vae = build_wan_vae(
-            config.arch,
-            checkpoint_path=config.checkpoint_path,
-            weights_dtype=config.weights_dtype,
-            device=device,
-            include_encoder=True,
-            include_decoder=False,
-            seed=config.seed,
-        )
-
-    @property
-    def spatial_compression_ratio(self) -> int:
-        return self.config.arch.scale_factor_spatial
-
-    @property
-    def temporal_compression_ratio(self) -> int:
-        return self.config.arch.scale_factor_temporal
-
-    def initialize_autoregressive_cache(self, **context: Any) -> Any:
-        """A :class:`WanCausalCache`, or a ``WanTiledEncodeState`` when ``config.tiling`` is set."""
-        if self.config.tiling is not None:
-            return _wan_exact().WanTiledEncodeState()
-        return WanCausalCache()
+        self._build(config, device)
 
     @torch.no_grad()
     def forward(  # noqa: D401
@@ -266,18 +249,14 @@ class WanVAEEncoder(StreamingVideoEncoder[WanCausalCache]):
         cache: Any = None,
     ) -> torch.Tensor:
         """Encode ``(B, 3, frames, H, W)``: AR 0 takes ``1 + 4k`` frames, later steps ``4k``."""
-        tiling = self.config.tiling
-        if tiling is None:
-            cache = _stream_cache(cache, autoregressive_index, "encoder")
-        else:
-            cache = _tiled_state(cache, autoregressive_index, _wan_exact().WanTiledEncodeState)
+        cache = self._stream_state(cache, autoregressive_index)
         if not torch.is_tensor(input) or not input.is_floating_point():
             raise ValueError("WanVAEEncoder expects a floating-point video in [-1, 1]")
         if input.dim() == 5:  # AR-aware frame rule, before any work
             self.get_output_temporal_size(autoregressive_index, input.shape[2])
         x = input.to(self.compute_dtype)
-        if tiling is not None:
-            mu = _wan_exact().encode_tiled(self.vae, x, tiling, chunk_size=self.config.chunk_size, state=cache)
+        if self.config.tiling is not None:
+            mu = _wan_exact().encode_tiled(self.vae, x, self.config.tiling, chunk_size=self.config.chunk_size, state=cache)
         else:
             mu = self.vae.encode(x, chunk_size=self.config.chunk_size, cache=cache)
         return self.vae.normalize_latents(mu) if self.config.normalize_latents else mu
