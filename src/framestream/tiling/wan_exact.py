@@ -595,13 +595,47 @@ def iter_decode_tiled(
     return _decode_stream(vae, z, plan, state, chunk_size, bool(atomic_chunks))
 
 
+def _run_tile_calls(
+    stage: Callable[..., torch.Tensor],
+    source: torch.Tensor,
+    plan: ExactTilePlan,
+    state: "_TiledState",
+    pad: int,
+    atomic: bool,
+    new_output: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, list[WanCausalCache]]:
+    """Run one chunk's tiled stage (decode tail / encode front) over every tile batch.
+
+    Each batch of tiles gets its crop of ``source`` and its own cache; owned outputs are
+    scattered into ``new_output(first_result)``. Atomic: the batches' caches are copies,
+    returned for the caller to commit. Write-through: the state's caches are updated in
+    place and the state is marked broken until the caller commits the chunk.
+    """
+    tiles = plan.tiles
+    out: torch.Tensor | None = None
+    calls = list(state.calls) if state.calls else [WanCausalCache() for _ in plan.batches]
+    state.broken = not atomic  # cleared when the chunk is committed
+    for ci, members in enumerate(plan.batches):
+        group = [tiles[i] for i in members]
+        cache = _shallow(calls[ci]) if atomic else calls[ci]
+        y = stage(_gather(source, group), cache, num_padded=pad, after_block=_stage_hook(group[0], plan.staged), atomic=atomic)
+        if out is None:
+            out = new_output(y)
+        _scatter(out, y, group, source.shape[0])
+        calls[ci] = cache
+        if not atomic:  # the state holds the caches being written through (no rollback)
+            state.calls = tuple(calls)
+        del y
+    assert out is not None
+    return out, calls
+
+
 @torch.no_grad()
 def _decode_stream(
     vae: WanVAE, z: torch.Tensor, plan: ExactTilePlan, state: WanTiledDecodeState, k: int, atomic: bool
 ) -> Iterator[tuple[torch.Tensor, int]]:
     b, t = z.shape[0], z.shape[2]
     out_h, out_w = plan.out_hw
-    tiles = plan.tiles
     pos = 0
     for c0 in range(0, t, k):
         chunk = z[:, :, c0 : c0 + k]
@@ -613,24 +647,11 @@ def _decode_stream(
         head = _shallow(state.head) if atomic else state.head
         feat = vae.decode_head(chunk, head, num_padded=pad, atomic=atomic)
         del chunk
-        out: torch.Tensor | None = None
-        calls = list(state.calls) if state.calls else [WanCausalCache() for _ in plan.batches]
-        state.broken = not atomic  # cleared when the chunk is committed
-        for ci, members in enumerate(plan.batches):
-            group = [tiles[i] for i in members]
-            cache = _shallow(calls[ci]) if atomic else calls[ci]
-            y = vae.decode_tail(
-                _gather(feat, group), cache, num_padded=pad, after_block=_stage_hook(group[0], plan.staged), atomic=atomic
-            )
-            if out is None:
-                out = y.new_empty(b, y.shape[1], n, out_h, out_w)
-            _scatter(out, y, group, b)
-            calls[ci] = cache
-            if not atomic:  # the state holds the caches being written through (no rollback)
-                state.calls = tuple(calls)
-            del y
+        out, calls = _run_tile_calls(
+            vae.decode_tail, feat, plan, state, pad, atomic, lambda y: y.new_empty(b, y.shape[1], n, out_h, out_w)
+        )
         del feat
-        assert out is not None and out.shape[2] == n
+        assert out.shape[2] == n
         # Commit the whole chunk, right before handing its frames out.
         state.plan, state.batch_size, state.head, state.calls = plan, b, head, tuple(calls)
         state.latent_frames += real
@@ -835,7 +856,6 @@ def _encode_stream(
     b, t = x.shape[0], x.shape[2]
     r = vae.temporal_ratio
     grid_h, grid_w = plan.grid_hw
-    tiles = plan.tiles
     start, pos = 0, 0
     while start < t:
         if state.started:
@@ -847,24 +867,10 @@ def _encode_stream(
             used = real * r
         else:  # the stream's first frame is encoded alone
             chunk, real, pad, used = x[:, :, :1], 1, 0, 1
-        feats: torch.Tensor | None = None
-        calls = list(state.calls) if state.calls else [WanCausalCache() for _ in plan.batches]
-        state.broken = not atomic
-        for ci, members in enumerate(plan.batches):
-            group = [tiles[i] for i in members]
-            cache = _shallow(calls[ci]) if atomic else calls[ci]
-            y = vae.encode_front(
-                _gather(chunk, group), cache, num_padded=pad, after_block=_stage_hook(group[0], plan.staged), atomic=atomic
-            )
-            if feats is None:
-                feats = y.new_empty(b, y.shape[1], y.shape[2], grid_h, grid_w)
-            _scatter(feats, y, group, b)
-            calls[ci] = cache
-            if not atomic:
-                state.calls = tuple(calls)
-            del y
+        feats, calls = _run_tile_calls(
+            vae.encode_front, chunk, plan, state, pad, atomic, lambda y: y.new_empty(b, y.shape[1], y.shape[2], grid_h, grid_w)
+        )
         del chunk
-        assert feats is not None
         back = _shallow(state.back) if atomic else state.back
         moments = vae.encode_back(feats, back, num_padded=pad, atomic=atomic)
         del feats
