@@ -209,6 +209,9 @@ def test_tiled_and_untiled_agree(files, latents, vae, tmp_path):
     tile = ["--tile-size", "16", "--tile-overlap", "8", "--tile-batch-size", "2"]
     assert main(["encode", str(files["video"]), "-o", str(tmp_path / "t.safetensors"), *base, *tile]) == 0
     torch.testing.assert_close(load_latents(tmp_path / "t.safetensors")[0], load_latents(latents)[0], atol=1e-4, rtol=0)
+    tile_major = ["encode", str(files["video"]), "-o", str(tmp_path / "m.safetensors"), *base, *tile, "--tile-order", "tile"]
+    assert main(tile_major) == 0
+    torch.testing.assert_close(load_latents(tmp_path / "m.safetensors")[0], load_latents(latents)[0], atol=1e-4, rtol=0)
     assert main(decode_args(files, latents, tmp_path / "u.npy")) == 0
     assert main(decode_args(files, latents, tmp_path / "t.npy", *tile)) == 0
     diff = np.abs(np.load(tmp_path / "t.npy").astype(int) - np.load(tmp_path / "u.npy").astype(int))
@@ -269,6 +272,7 @@ def test_decode_errors(files, latents, capsys, tmp_path, no_model_load):
 def test_encode_errors(files, capsys, tmp_path, no_model_load):
     out = str(tmp_path / "z.safetensors")
     base = ["--vae", "wan2.1", "--checkpoint", str(files["ckpt"])]
+    expect_error(capsys, ["encode", str(files["video"]), "-o", out, *base, "--tile-order", "tile"], "needs --tile-size")
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"not a video at all" * 100)
     v9, v11, odd = str(files["video"]), str(files["video11"]), str(files["odd"])

@@ -257,6 +257,29 @@ def test_tiled_encode_equals_untiled(name, vaes, hw, tile, batch, k, frames, sta
         mean, logvar = vae.encode(x, chunk_size=k, return_logvar=True)
     got_mean, got_logvar = encode_tiled(vae, x, cfg(vae, tile, batch), chunk_size=k, staged=staged, return_logvar=True)
     assert max_err(got_mean, mean) <= ATOL and max_err(got_logvar, logvar) <= ATOL
+    tm_mean, tm_logvar = encode_tiled(
+        vae, x, cfg(vae, tile, batch), chunk_size=k, staged=staged, return_logvar=True, order="tile"
+    )
+    assert max_err(tm_mean, mean) <= ATOL and max_err(tm_logvar, logvar) <= ATOL
+
+
+def test_tile_major_encode_holds_one_batch_of_caches(vaes):
+    vae = vaes["wan21"]
+    x = rand_video(vae, 9, (6, 12), seed=23)
+    plan = plan_exact_encode(vae, tuple(n * vae.spatial_ratio for n in (6, 12)), cfg(vae, 2))
+    peaks = {}
+    for order in ("frame", "tile"):
+        meter = LiveTensorBytes()
+        with meter:
+            out = encode_tiled(vae, x, plan, chunk_size=1, order=order)
+            del out
+        peaks[order] = meter.peak
+    print(f"encode peak live tensor bytes: {peaks}")
+    assert peaks["tile"] < 0.6 * peaks["frame"], peaks
+    with pytest.raises(ValueError, match="self-contained"):
+        encode_tiled(vae, x, plan, state=WanTiledEncodeState(), order="tile")
+    with pytest.raises(ValueError, match="order must be"):
+        encode_tiled(vae, x, plan, order="column")
 
 
 @pytest.mark.parametrize("name", list(ARCHS))

@@ -626,17 +626,26 @@ def iter_encode(
     *,
     chunk_size: int = 1,
     tiling: TilingConfig | None = None,
+    tile_order: str = "frame",
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Iterator[torch.Tensor]:
     """Posterior-mean latent chunks (un-normalised) of the planned frames, read and encoded chunk by chunk.
 
     Untiled: :meth:`WanVAE.encode` with one causal cache for the stream; tiled:
-    :func:`framestream.tiling.wan_exact.encode_tiled` with one :class:`WanTiledEncodeState`.
+    :func:`framestream.tiling.wan_exact.encode_tiled` with one :class:`WanTiledEncodeState`;
+    tiled with ``tile_order="tile"``: the whole clip is read, then encoded tile-major
+    (one tile batch's caches alive at a time) and returned as one chunk.
     """
     check_chunk(chunk_size)
+    if tile_order not in ("frame", "tile"):
+        raise ValueError(f"tile order must be 'frame' or 'tile', got {tile_order!r}")
     device = torch.device(device)
     chunks = iter_pixel_chunks(plan, chunk_size, device, dtype)
+    if tiling is not None and tile_order == "tile":
+        video = torch.cat(list(chunks), dim=2)
+        yield _wan_exact().encode_tiled(vae, video, tiling, chunk_size=chunk_size, order="tile")
+        return
     if tiling is not None:
         wan_exact = _wan_exact()
         state = wan_exact.WanTiledEncodeState()
@@ -656,6 +665,7 @@ def encode_video(
     *,
     chunk_size: int = 1,
     tiling: TilingConfig | None = None,
+    tile_order: str = "frame",
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
@@ -665,7 +675,8 @@ def encode_video(
     with torch.inference_mode(), tqdm(
         total=plan.frames, unit="frame", desc=f"encode {plan.source.name}", disable=not progress, dynamic_ncols=True
     ) as bar:
-        for i, mu in enumerate(iter_encode(vae, plan, chunk_size=chunk_size, tiling=tiling, device=device, dtype=dtype)):
+        chunks = iter_encode(vae, plan, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, device=device, dtype=dtype)
+        for i, mu in enumerate(chunks):
             parts.append(mu.float())
             bar.update(mu.shape[2] * TEMPORAL_FACTOR - (3 if i == 0 else 0))
     z = torch.cat(parts, dim=2)
@@ -682,12 +693,15 @@ def encode_to_file(
     *,
     chunk_size: int = 1,
     tiling: TilingConfig | None = None,
+    tile_order: str = "frame",
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
 ) -> torch.Tensor:
     """Encode, normalise with the VAE's statistics and save atomically with metadata; returns the latents (CPU)."""
-    mu = encode_video(vae, plan, chunk_size=chunk_size, tiling=tiling, device=device, dtype=dtype, progress=progress)
+    mu = encode_video(
+        vae, plan, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, device=device, dtype=dtype, progress=progress
+    )
     z = vae.normalize_latents(mu).cpu()
     metadata = LatentMetadata(
         vae=vae_name(version),

@@ -202,15 +202,16 @@ def encode_framestream_tiled(
     seed: int = 0,
     chunk_size: int = 1,
     device: str = "auto",
+    order: str = "frame",
 ):
     from framestream.tiling.wan_exact import encode_tiled
 
     dev = device_of(device)
     vae, x = framestream_vae(base_dim, seed, dev), random_video(video_shape, seed, dev)
     tiling = tiling_config(tile_px, overlap_px, tile_batch_size)
-    _warm_up(timer, lambda v: encode_tiled(vae, v, tiling, chunk_size=chunk_size), x, 5)
+    _warm_up(timer, lambda v: encode_tiled(vae, v, tiling, chunk_size=chunk_size, order=order), x, 5)
     with timer:
-        out = encode_tiled(vae, x, tiling, chunk_size=chunk_size)
+        out = encode_tiled(vae, x, tiling, chunk_size=chunk_size, order=order)
     return _out(out)
 
 

@@ -189,15 +189,23 @@ def encode_tiled(ctx: Context) -> ScenarioResult:
             Case("framestream_untiled", f"{CASES}:encode_framestream", p),
             Case(batched, f"{CASES}:encode_framestream_tiled", {**p, **tile, "tile_batch_size": nb}),
             Case(single, f"{CASES}:encode_framestream_tiled", {**p, **tile, "tile_batch_size": 1}),
+            Case(
+                "framestream_tiled_tile_major",
+                f"{CASES}:encode_framestream_tiled",
+                {**p, **tile, "tile_batch_size": nb, "order": "tile"},
+            ),
             Case("diffusers_tiled", f"{CASES}:encode_diffusers", {**p, **tile}),
         ],
         reference="framestream_untiled",
     )
+    tm = s["framestream_tiled_tile_major"]
     ratios = {
         f"time {single} / {batched}": _t(s[single]) / _t(s[batched]),
         f"peak memory {batched} / {single}": _m(s[batched]) / _m(s[single]),
         f"time diffusers_tiled / {batched}": _t(s["diffusers_tiled"]) / _t(s[batched]),
         f"peak memory diffusers_tiled / {batched}": _m(s["diffusers_tiled"]) / _m(s[batched]),
+        "time diffusers_tiled / framestream_tiled_tile_major": _t(s["diffusers_tiled"]) / _t(tm),
+        "peak memory diffusers_tiled / framestream_tiled_tile_major": _m(s["diffusers_tiled"]) / _m(tm),
     }
     hw = cfg["video_shape"][3:]
     plans = {f"b{b}": _plan_info(ctx, "encode", hw, cfg["tile_px"], cfg["overlap_px"], b) for b in (nb, 1)}

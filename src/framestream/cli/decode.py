@@ -49,6 +49,14 @@ def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tile-size", type=int, default=None, help="largest tile side in pixels (owned region), a multiple of 8 (wan2.1) / 16 (wan2.2); default: no tiling")
     group.add_argument("--tile-overlap", type=int, default=None, help="validated but unused by the exact tiler, which derives each tile's halo from the model")
     group.add_argument("--tile-batch-size", type=int, default=None, help="tiles run in one batched call (default: 1)")
+    group.add_argument(
+        "--tile-order",
+        choices=("frame", "tile"),
+        default="frame",
+        help="'frame' (default) streams chunk by chunk with every tile's cache alive; 'tile' runs each tile "
+        "batch over the whole clip with one batch's caches alive at a time (lowest memory; decode writes "
+        "frames at the end)",
+    )
 
 
 def report(args: argparse.Namespace, summary: dict[str, Any], line: str) -> None:
@@ -71,14 +79,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("mp4", "png", "npy", "safetensors"), default=None, help="output format (default: from the output path)")
     add_model_arguments(parser, vae_required=False)
     add_tiling_arguments(parser)
-    parser.add_argument(
-        "--tile-order",
-        choices=("frame", "tile"),
-        default="frame",
-        help="with --tile-size: 'frame' streams frames per chunk (all tiles' caches stay alive); 'tile' decodes "
-        "tile by tile over the whole clip, one tile batch's caches at a time (lowest memory; frames are "
-        "written at the end)",
-    )
     parser.add_argument("--fps", type=float, default=None, help="frame rate (default: the latent file's, else 16)")
     parser.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 (lossless) .. 51 (default: 18)")
     parser.set_defaults(func=run)

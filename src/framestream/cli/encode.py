@@ -59,6 +59,9 @@ class EncodeOptions:
             raise ValueError(f"--frames {self.frames}: the VAE takes 1 + 4k frames (e.g. 1, 5, 9, ..., 81)")
         self.trim_frames = args.trim_frames
         self.tiling = vr.make_tiling(args.tile_size, args.tile_overlap, args.tile_batch_size, factor)
+        self.tile_order = args.tile_order
+        if self.tile_order == "tile" and self.tiling is None:
+            raise ValueError("--tile-order tile needs --tile-size")
         self.device = vr.resolve_device(args.device, local_rank)
 
     def plan(self, source: str | Path):
@@ -114,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         options.version,
         chunk_size=options.chunk,
         tiling=options.tiling,
+        tile_order=options.tile_order,
         device=options.device,
         dtype=options.dtype,
     )

@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
             options.version,
             chunk_size=options.chunk,
             tiling=options.tiling,
+            tile_order=options.tile_order,
             device=options.device,
             dtype=options.dtype,
             progress=False,

@@ -884,6 +884,42 @@ def _encode_stream(
         del moments
 
 
+@torch.no_grad()
+def _encode_tile_major(vae: WanVAE, x: torch.Tensor, plan: ExactTilePlan, k: int, moments: torch.Tensor) -> None:
+    """``order="tile"`` of :func:`encode_tiled`: every call over all chunks, then the back over all chunks."""
+    b, t = x.shape[0], x.shape[2]
+    r = vae.temporal_ratio
+    grid_h, grid_w = plan.grid_hw
+    # The chunks a fresh stream walks: the first frame alone, then k*r frames (the last zero-padded).
+    spans = [(0, 1, 1, 0)]  # (first pixel frame, pixel frames used, real latents, padded latents)
+    while spans[-1][0] + spans[-1][1] < t:
+        start = spans[-1][0] + spans[-1][1]
+        used = min(k * r, t - start)
+        spans.append((start, used, used // r, k - used // r))
+    feats: list[torch.Tensor | None] = [None] * len(spans)
+    tiles = plan.tiles
+    for members in plan.batches:
+        group = [tiles[i] for i in members]
+        hook = _stage_hook(group[0], plan.staged)
+        cache = WanCausalCache()
+        for i, (start, used, _, pad) in enumerate(spans):
+            chunk = x[:, :, start : start + used]
+            if pad:
+                chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad * r))
+            y = vae.encode_front(_gather(chunk, group), cache, num_padded=pad, after_block=hook, atomic=False)
+            if feats[i] is None:
+                feats[i] = y.new_empty(b, y.shape[1], y.shape[2], grid_h, grid_w)
+            _scatter(feats[i], y, group, b)
+            del y, chunk
+        del cache
+    back = WanCausalCache()
+    pos = 0
+    for i, (_, _, real, pad) in enumerate(spans):
+        moments[:, :, pos : pos + real] = vae.encode_back(feats[i], back, num_padded=pad, atomic=False)
+        feats[i] = None
+        pos += real
+
+
 def encode_tiled(
     vae: WanVAE,
     x: torch.Tensor,
@@ -894,16 +930,35 @@ def encode_tiled(
     staged: bool = True,
     atomic_chunks: bool = False,
     return_logvar: bool = False,
+    order: Literal["frame", "tile"] = "frame",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Whole-call form of :func:`iter_encode_tiled`, returning what :meth:`WanVAE.encode` returns:
-    the posterior mean, or ``(mean, clamped logvar)`` with ``return_logvar``."""
+    the posterior mean, or ``(mean, clamped logvar)`` with ``return_logvar``.
+
+    ``order="tile"`` is the low-memory mode (as in :func:`decode_tiled`): every tile batch
+    walks the whole clip through the high-resolution front with a fresh cache that is
+    dropped before the next batch, the stitched latent-resolution features of every chunk
+    are kept, then the back (mid-block attention) runs over them. Only one batch's front
+    caches are alive at a time, instead of every tile's (which, with halos, can exceed the
+    untiled cache). Same result as ``order="frame"``; ``state`` must be ``None``.
+    """
+    if order not in ("frame", "tile"):
+        raise ValueError(f"order must be 'frame' or 'tile', got {order!r}")
+    if order == "tile" and state is not None:
+        raise ValueError(
+            "order='tile' encodes a self-contained video and cannot continue a stream (state must be None); "
+            "use order='frame' to stream with a WanTiledEncodeState"
+        )
     plan, state = _prepare_encode(vae, x, tiling, chunk_size, state, staged)
     b, _, t, hh, ww = x.shape
     r, s, zd = vae.temporal_ratio, vae.spatial_ratio, vae.arch.z_dim
     n = t // r if state.started else 1 + (t - 1) // r
     moments = x.new_empty(b, 2 * zd, n, hh // s, ww // s)
-    for m, start in _encode_stream(vae, x, plan, state, chunk_size, bool(atomic_chunks)):
-        moments[:, :, start : start + m.shape[2]] = m
+    if order == "tile":
+        _encode_tile_major(vae, x, plan, chunk_size, moments)
+    else:
+        for m, start in _encode_stream(vae, x, plan, state, chunk_size, bool(atomic_chunks)):
+            moments[:, :, start : start + m.shape[2]] = m
     mean = moments[:, :zd].contiguous()
     if not return_logvar:
         return mean
