@@ -849,24 +849,39 @@ def iter_encode_tiled(
     return _encode_stream(vae, x, plan, state, chunk_size, bool(atomic_chunks))
 
 
+def _encode_spans(t: int, k: int, r: int, started: bool) -> list[tuple[int, int, int, int]]:
+    """The encoder chunks of ``t`` pixel frames: ``(first frame, frames used, real latents, padded latents)``.
+
+    A stream's first frame is encoded alone; then ``k*r`` frames per chunk, the last one
+    zero-padded to full size.
+    """
+    spans, start = [], 0
+    if not started:
+        spans.append((0, 1, 1, 0))
+        start = 1
+    while start < t:
+        used = min(k * r, t - start)
+        spans.append((start, used, used // r, k - used // r))
+        start += used
+    return spans
+
+
+def _pixel_chunk(x: torch.Tensor, start: int, used: int, pad: int, r: int) -> torch.Tensor:
+    """Frames ``[start, start+used)`` of ``x``, zero-padded by ``pad`` latents' worth of frames."""
+    chunk = x[:, :, start : start + used]
+    return F.pad(chunk, (0, 0, 0, 0, 0, pad * r)) if pad else chunk
+
+
 @torch.no_grad()
 def _encode_stream(
     vae: WanVAE, x: torch.Tensor, plan: ExactTilePlan, state: WanTiledEncodeState, k: int, atomic: bool
 ) -> Iterator[tuple[torch.Tensor, int]]:
-    b, t = x.shape[0], x.shape[2]
+    b = x.shape[0]
     r = vae.temporal_ratio
     grid_h, grid_w = plan.grid_hw
-    start, pos = 0, 0
-    while start < t:
-        if state.started:
-            chunk = x[:, :, start : start + k * r]
-            real = chunk.shape[2] // r
-            pad = k - real
-            if pad:
-                chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad * r))
-            used = real * r
-        else:  # the stream's first frame is encoded alone
-            chunk, real, pad, used = x[:, :, :1], 1, 0, 1
+    pos = 0
+    for start, used, real, pad in _encode_spans(x.shape[2], k, r, state.started):
+        chunk = _pixel_chunk(x, start, used, pad, r)
         feats, calls = _run_tile_calls(
             vae.encode_front, chunk, plan, state, pad, atomic, lambda y: y.new_empty(b, y.shape[1], y.shape[2], grid_h, grid_w)
         )
@@ -880,7 +895,6 @@ def _encode_stream(
         state.broken = False
         yield moments, pos
         pos += real
-        start += used
         del moments
 
 
@@ -890,12 +904,7 @@ def _encode_tile_major(vae: WanVAE, x: torch.Tensor, plan: ExactTilePlan, k: int
     b, t = x.shape[0], x.shape[2]
     r = vae.temporal_ratio
     grid_h, grid_w = plan.grid_hw
-    # The chunks a fresh stream walks: the first frame alone, then k*r frames (the last zero-padded).
-    spans = [(0, 1, 1, 0)]  # (first pixel frame, pixel frames used, real latents, padded latents)
-    while spans[-1][0] + spans[-1][1] < t:
-        start = spans[-1][0] + spans[-1][1]
-        used = min(k * r, t - start)
-        spans.append((start, used, used // r, k - used // r))
+    spans = _encode_spans(t, k, r, started=False)
     feats: list[torch.Tensor | None] = [None] * len(spans)
     tiles = plan.tiles
     for members in plan.batches:
@@ -903,9 +912,7 @@ def _encode_tile_major(vae: WanVAE, x: torch.Tensor, plan: ExactTilePlan, k: int
         hook = _stage_hook(group[0], plan.staged)
         cache = WanCausalCache()
         for i, (start, used, _, pad) in enumerate(spans):
-            chunk = x[:, :, start : start + used]
-            if pad:
-                chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad * r))
+            chunk = _pixel_chunk(x, start, used, pad, r)
             y = vae.encode_front(_gather(chunk, group), cache, num_padded=pad, after_block=hook, atomic=False)
             if feats[i] is None:
                 feats[i] = y.new_empty(b, y.shape[1], y.shape[2], grid_h, grid_w)
