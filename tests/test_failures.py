@@ -413,7 +413,7 @@ def test_tile_size_auto_and_the_halo_warning(files, capsys, tmp_path):
 def test_tiling_config_messages_say_what_to_do():
     from framestream.tiling.planner import TilingConfig
 
-    with pytest.raises(ValueError, match=r"\(64 \(the default\)\) must be smaller than tile_size_px \(40\); pass a smaller"):
+    with pytest.raises(ValueError, match=r"tile_overlap_px=64, the default, must be smaller than tile_size_px=40; pass a smaller"):
         TilingConfig(tile_size_px=40)
     with pytest.raises(ValueError, match="smaller than one latent cell"):
         TilingConfig(tile_size_px=4, tile_overlap_px=0).in_latents(8)
