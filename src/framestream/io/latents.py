@@ -58,12 +58,25 @@ def save_latents(path: str | Path, latents: torch.Tensor, metadata: LatentMetada
     tensor = latents.detach().to("cpu").contiguous()
     with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file({LATENT_KEY: tensor}, str(tmp), metadata=metadata.to_strings())
+            tmp.write_bytes(_safetensors_bytes(tensor, metadata.to_strings()))
         else:
             torch.save({LATENT_KEY: tensor, "metadata": metadata.to_strings()}, tmp)
     return path
+
+
+def _safetensors_bytes(tensor: torch.Tensor, metadata: dict[str, str]) -> bytes:
+    """The safetensors file, with its JSON header's keys sorted so equal inputs give equal bytes.
+
+    The safetensors writer keeps metadata in a hash map whose order changes from process to
+    process; sorting makes every engine (and every re-run) write the very same file.
+    """
+    from safetensors.torch import save
+
+    blob = save({LATENT_KEY: tensor}, metadata=metadata)
+    size = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data starts 8-byte aligned, as the format asks
+    return len(header).to_bytes(8, "little") + header + blob[8 + size :]
 
 
 def load_latents(path: str | Path) -> tuple[torch.Tensor, LatentMetadata]:
