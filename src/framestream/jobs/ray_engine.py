@@ -30,7 +30,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,8 @@ class RayDatasetReport(DatasetReport):
     workers: int = 0
     retried: list[dict[str, Any]] = field(default_factory=list)
     peak_worker_memory_bytes: int = 0
+    max_clips_in_flight: int = 0
+    """Most clips handed out (being read or encoded) at once: the backpressure bound in action."""
 
 
 @dataclass
@@ -175,6 +177,7 @@ class _Job:
                 ref = worker.handle.encode.remote(clip.item, read_ref)  # runs once the read is done
                 worker.holding.add(ref)
                 self.flights[ref] = _InFlight(clip, worker, read_ref)
+        self.report.max_clips_in_flight = max(self.report.max_clips_in_flight, len(self.flights))
 
     def next_ready(self, timeout: float) -> Any | None:
         """The next finished ref (a worker ready, or a clip done/failed), ``None`` after ``timeout``."""
@@ -254,17 +257,17 @@ class RayDatasetEncoder:
         self.checkpoint = str(checkpoint)
         self.options = options
 
-    def connect(self) -> tuple[Any, bool]:
-        """``(ray, owned)``: join ``address``, start a local Ray, or use the Ray this process already has (not owned)."""
+    def connect(self) -> tuple[Any, bool, bool]:
+        """``(ray, owned, started_here)``: use this process's Ray (not owned), join ``address``, or start a local Ray."""
         ray = import_ray(local=self.config.address is None)
         if ray.is_initialized():
-            return ray, False
+            return ray, False, False
         common: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
         if self.config.address is not None:
             ray.init(address=self.config.address, **common)
-        else:
-            ray.init(num_cpus=self.config.local_num_cpus, object_store_memory=self.config.local_object_store_bytes, **common)
-        return ray, True
+            return ray, True, False
+        ray.init(num_cpus=self.config.local_num_cpus, object_store_memory=self.config.local_object_store_bytes, **common)
+        return ray, True, True
 
     def worker_count(self, ray: Any, clips: int) -> int:
         """``workers``, or as many as the cluster's GPUs (CPUs for CPU workers) fit; never more than clips."""
@@ -304,7 +307,7 @@ class RayDatasetEncoder:
         report.write(report_path)
         if not queue:
             return report
-        ray, owned = self.connect()
+        ray, owned, started_here = self.connect()
         job: _Job | None = None
         try:
             report.workers = self.worker_count(ray, len(queue))
@@ -315,8 +318,8 @@ class RayDatasetEncoder:
             if job is not None:
                 job.stop()  # no worker may write after the sweep below
             if owned:
-                ray.shutdown()  # a local Ray's processes are gone after this
-            elif held:
+                ray.shutdown()  # after this, the processes of a Ray started here are gone
+            if held and not started_here:
                 time.sleep(1.0)  # the cluster's raylets end the killed workers
             for output in held:
                 remove_stale_partials(output)
