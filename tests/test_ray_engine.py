@@ -88,7 +88,7 @@ def assert_same_bytes(folder: Path, reference: Path) -> None:
         assert (folder / name).read_bytes() == (reference / name).read_bytes(), name
 
 
-def test_same_bytes_as_the_default_engine_corrupt_clip_reported_once_rerun_skips(ray_cluster, dataset, tmp_path, capsys):
+def test_same_bytes_as_the_default_engine_and_a_corrupt_clip_reported_once(ray_cluster, dataset, tmp_path, capsys):
     root, checkpoint, reference = dataset
     out = tmp_path / "out"
     argv = ["encode-dataset", str(root / "videos"), "-o", str(out), *common_args(checkpoint), "--engine", "ray", "--workers", str(WORKERS), "--json"]
@@ -104,14 +104,8 @@ def test_same_bytes_as_the_default_engine_corrupt_clip_reported_once_rerun_skips
     assert not report["retried"]  # a clip that fails by itself is not retried
     assert 1 <= report["max_clips_in_flight"] <= WORKERS * (1 + PREFETCH)  # backpressure bound
 
-    stamps = {p: p.stat().st_mtime_ns for p in outputs(out)}
-    assert main(argv) == 1  # a re-run skips every finished output; only the corrupt clip is tried again
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert (summary["done"], summary["skipped"], summary["failed"]) == (0, 6, 1)
-    assert {p: p.stat().st_mtime_ns for p in outputs(out)} == stamps
 
-
-def test_worker_killed_mid_job_still_yields_every_output_once(ray_cluster, dataset, tmp_path):
+def test_worker_killed_mid_job_still_yields_every_output_once_and_a_rerun_skips_all(ray_cluster, dataset, tmp_path):
     from framestream.cli.encode import encode_options
     from framestream.jobs.ray_engine import RayEngineConfig
 
@@ -137,6 +131,11 @@ def test_worker_killed_mid_job_still_yields_every_output_once(ray_cluster, datas
     assert sorted(Path(s).name for s in report.done) == [f"clip{i}.mp4" for i in range(6)]  # each once
     assert_same_bytes(out, reference)  # none corrupt, none half-written
     assert not partials(out)
+
+    stamps = {p: p.stat().st_mtime_ns for p in outputs(out)}
+    rerun = engine.run(items, out / "report-ray.json", progress=False)  # every output finished: no worker starts
+    assert (len(rerun.done), len(rerun.skipped), len(rerun.failed), rerun.workers) == (0, 6, 0, 0)
+    assert {p: p.stat().st_mtime_ns for p in outputs(out)} == stamps
 
 
 def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(ray_cluster, dataset, tmp_path):

@@ -4,9 +4,10 @@ Design (why an actor pool, not Ray Data): each worker is a Ray actor that loads 
 once (:class:`~framestream.jobs.ray_tasks.EncodeWorker`); the driver hands clips out
 one at a time from a single queue, so a worker that finishes early simply gets the next
 clip (dynamic pulling: no shard waits behind the slowest one). Every worker holds at most
-``1 + prefetch`` clips: the one it encodes and ``prefetch`` being read by a CPU reader
-task (:func:`~framestream.jobs.ray_tasks.read_clip`, placed on the worker's node) while it
-encodes, so reading and resizing overlap with encoding and at most
+``1 + prefetch`` clips: the one it encodes and ``prefetch`` being read (decoded and
+resized, :func:`~framestream.jobs.ray_tasks.read_clip`) by its CPU reader process on the
+same node (:class:`~framestream.jobs.ray_tasks.ClipReader`), so reading overlaps with
+encoding and at most
 ``workers * (1 + prefetch)`` decoded clips exist at once (backpressure). A plain actor pool
 with ``ray.wait`` keeps the per-clip bookkeeping the job needs in one place: which worker
 holds which clip, how often a clip was lost with a worker (bounded retries), and which
@@ -40,7 +41,7 @@ from framestream.config.base import InstantiateConfig, config_dataclass
 from framestream.io.atomic import remove_stale_partials
 from framestream.io.dataset import DatasetItem, DatasetReport
 from framestream.jobs.encode import EncodeItem, EncodeOptions
-from framestream.jobs.ray_tasks import ClipResult, EncodeWorker, WorkerInfo, output_is_finished, read_clip
+from framestream.jobs.ray_tasks import ClipResult, EncodeWorker, WorkerInfo, output_is_finished
 
 __all__ = ["RayDatasetEncoder", "RayDatasetReport", "RayEngineConfig", "import_ray"]
 
@@ -119,8 +120,11 @@ class _Clip:
 
 @dataclass(eq=False)
 class _Worker:
+    """An encode actor and its reader actor (same node): lost, and replaced, together."""
+
     handle: Any
     info: WorkerInfo
+    reader: Any
     holding: set[Any] = field(default_factory=set)
     """Encode refs of the clips handed to this worker and not finished."""
 
@@ -142,10 +146,6 @@ class _Job:
         self.actor = ray.remote(
             num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker, max_restarts=0, max_task_retries=0
         )(EncodeWorker)
-        # num_cpus=0: readers are bounded by the in-flight window (1 + prefetch per worker), not by
-        # Ray's CPU count, so workers that reserve every CPU of a node never starve their own readers.
-        # max_retries covers a reader process that crashed; an exception it raises is never retried.
-        self.reader = ray.remote(num_cpus=0, max_retries=2)(read_clip)
         self.convert_on_reader = config.gpus_per_worker == 0
         self.depth = 1 + config.prefetch
         self.replacements_left = n_workers * config.max_attempts  # bounds restarts when workers keep dying
@@ -166,14 +166,11 @@ class _Job:
 
     def dispatch(self) -> None:
         """Hand queued clips to the least busy workers, each up to ``1 + prefetch`` clips."""
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         for worker in sorted(self.workers, key=lambda w: len(w.holding)):
             while self.queue and len(worker.holding) < self.depth:
                 clip = self.queue.popleft()
                 clip.attempts += 1
-                near = NodeAffinitySchedulingStrategy(node_id=worker.info.node_id, soft=True)
-                read_ref = self.reader.options(scheduling_strategy=near).remote(clip.item, self.encoder.options, self.convert_on_reader)
+                read_ref = worker.reader.read.remote(clip.item, self.encoder.options, self.convert_on_reader)
                 ref = worker.handle.encode.remote(clip.item, read_ref)  # runs once the read is done
                 worker.holding.add(ref)
                 self.flights[ref] = _InFlight(clip, worker, read_ref)
@@ -199,7 +196,8 @@ class _Job:
 
         handle = self.starting.pop(ref)
         try:
-            self.workers.append(_Worker(handle, self.ray.get(ref)))
+            info: WorkerInfo = self.ray.get(ref)
+            self.workers.append(_Worker(handle, info, info.reader))
         except (RayActorError, RayTaskError) as err:
             # The model failed to load (bad checkpoint, out of memory): the same on a new worker.
             init_failed = isinstance(err, RayTaskError) or getattr(err, "actor_init_failed", False)
@@ -227,8 +225,11 @@ class _Job:
             return None
         except Exception as err:  # the worker or an object was lost; the clip is not at fault
             if isinstance(err, RayActorError) and flight.worker in self.workers:
+                # The encoder or its reader died (or is unreachable): end both, so one clip never
+                # has two writers, and start a new pair.
                 self.workers.remove(flight.worker)
-                self.ray.kill(flight.worker.handle, no_restart=True)  # also when only unreachable: one writer per clip
+                self.ray.kill(flight.worker.reader, no_restart=True)
+                self.ray.kill(flight.worker.handle, no_restart=True)
                 self._replace()
             error = _one_line(err)
             self.report.retried.append({"source": source, "attempt": clip.attempts, "error": error})
@@ -245,12 +246,15 @@ class _Job:
         return [flight.clip.item.output for flight in self.flights.values()]
 
     def stop(self) -> None:
+        """End every actor of the job (a reader also ends with the worker that owns it)."""
+        for worker in self.workers:
+            self.ray.kill(worker.reader, no_restart=True)
         for handle in self.actors:
             self.ray.kill(handle, no_restart=True)
 
 
 class RayDatasetEncoder:
-    """A dataset encode on Ray: one queue of clips, a pool of encode actors, CPU reader tasks."""
+    """A dataset encode on Ray: one queue of clips, a pool of encode actors, each fed by a CPU reader beside it."""
 
     def __init__(self, config: RayEngineConfig, *, checkpoint: str | Path, options: EncodeOptions) -> None:
         self.config = config

@@ -1,10 +1,10 @@
 """What runs inside Ray's processes for ``encode-dataset --engine ray``: reader tasks and encode workers.
 
-Plain Python (no ``import ray`` here): :mod:`framestream.jobs.ray_engine` wraps
-:func:`read_clip` as a Ray task and :class:`EncodeWorker` as a Ray actor, so this
-module imports, and its logic is testable, without Ray installed.
+Plain Python (no ``import ray`` at import time): :mod:`framestream.jobs.ray_engine` wraps
+:class:`ClipReader` and :class:`EncodeWorker` as Ray actors, so this module imports
+without Ray installed.
 
-- :func:`read_clip` (a CPU task) plans a video from its headers and decodes the
+- :func:`read_clip` (run as a CPU task of a :class:`ClipReader` actor) plans a video from its headers and decodes the
   planned frames into the encoder's chunks. On CPU workers it also resizes/crops and
   converts them (:func:`~framestream.jobs.encode.model_pixels` on the CPU, exactly as
   the default engine does on a CPU device); for GPU workers it ships uint8 chunks and
@@ -30,7 +30,7 @@ from framestream.io.atomic import remove_stale_partials
 from framestream.jobs.encode import EncodeItem, EncodeOptions, EncodePlan, encode_one, iter_raw_chunks, model_pixels
 from framestream.jobs.report import PeakMemory
 
-__all__ = ["ClipPixels", "ClipResult", "EncodeWorker", "WorkerInfo", "output_is_finished", "read_clip"]
+__all__ = ["ClipPixels", "ClipReader", "ClipResult", "EncodeWorker", "WorkerInfo", "output_is_finished", "read_clip"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,13 @@ class ClipResult:
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """Where a worker runs (the reader tasks of its clips are placed on the same node)."""
+    """A worker ready for clips: where it runs, and the handle of its reader."""
 
     pid: int
     node_id: str
     device: str
+    reader: Any
+    """The worker's :class:`ClipReader` actor (on the same node, owned by the worker: it dies with it)."""
 
 
 def output_is_finished(path: str | Path) -> bool:
@@ -100,10 +102,33 @@ def read_clip(item: EncodeItem, options: EncodeOptions, convert: bool) -> ClipPi
     return ClipPixels(plan=plan, chunks=tuple(chunks), converted=convert, read_seconds=time.perf_counter() - start)
 
 
+class ClipReader:
+    """A CPU process beside an encode worker that runs :func:`read_clip` for it.
+
+    A long-lived process, not a fresh Ray task per clip: a task's worker process is
+    recycled when idle on a busy node, and each new one pays for importing torch and PyAV
+    again (seconds), which would stall the encoder it should keep fed.
+    """
+
+    def read(self, item: EncodeItem, options: EncodeOptions, convert: bool) -> ClipPixels:
+        return read_clip(item, options, convert)
+
+
 class EncodeWorker:
     """One encoder: the VAE loaded once on this worker's device, then one clip per call."""
 
     def __init__(self, checkpoint: str, options: EncodeOptions, gpus: float, threads: int) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # The reader starts first, on this node, and imports its libraries while the model loads.
+        # Created here, it is owned by this worker: Ray ends it when this worker dies.
+        self.node_id = ray.get_runtime_context().get_node_id()
+        near = NodeAffinitySchedulingStrategy(node_id=self.node_id, soft=True)
+        # num_cpus=0: reading is bounded by the driver's in-flight window (1 + prefetch clips per
+        # worker), not by Ray's CPU count, so a worker that reserves every CPU never starves it.
+        reader = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(ClipReader)
+        self.reader = reader.options(scheduling_strategy=near).remote()
         device = torch.device("cuda", 0) if gpus > 0 else torch.device("cpu")  # Ray narrows CUDA_VISIBLE_DEVICES
         torch.set_num_threads(max(1, threads))
         self.options = dataclasses.replace(options, device=device, progress=False)
@@ -112,9 +137,7 @@ class EncodeWorker:
 
     def info(self) -> WorkerInfo:
         """Called once the model is loaded: the worker is ready for clips."""
-        import ray
-
-        return WorkerInfo(pid=os.getpid(), node_id=ray.get_runtime_context().get_node_id(), device=str(self.options.device))
+        return WorkerInfo(pid=os.getpid(), node_id=self.node_id, device=str(self.options.device), reader=self.reader)
 
     def encode(self, item: EncodeItem, clip: ClipPixels) -> ClipResult:
         """Encode one read clip and publish ``item.output`` (atomically, inside :func:`encode_one`)."""
