@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from framestream.cli.decode import add_model_arguments, add_tiling_arguments, report
+from framestream.cli.decode import add_model_arguments, add_overwrite_argument, add_tiling_arguments, report, warn_about_halo
 
 __all__ = ["register", "run", "add_video_arguments", "encode_options"]
 
@@ -82,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("video", help="input video (anything PyAV reads)")
     parser.add_argument("-o", "--output", required=True, help="latent file to write (.safetensors or .pt)")
+    add_overwrite_argument(parser)
     add_model_arguments(parser)
     add_video_arguments(parser)
     add_tiling_arguments(parser)
@@ -89,20 +90,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from framestream import jobs
-    from framestream.io.atomic import check_writable
+    import dataclasses
 
-    options = encode_options(args)
-    output = Path(args.output)
-    if output.suffix not in (".safetensors", ".pt", ".pth"):
-        raise ValueError(f"latent file must end in .safetensors or .pt, got {output.name!r}")
-    check_writable(output)
+    from framestream import jobs
+
+    options = dataclasses.replace(encode_options(args), overwrite=args.overwrite)
+    item = jobs.EncodeItem(source=Path(args.video), output=Path(args.output))
+    jobs.check_encode_output(item, options)
     jobs.check_checkpoint(args.checkpoint, options.version, need_encoder=True)  # headers only
     plan = options.plan(args.video)
+    jobs.check_encode_output(item, options, plan)  # free space, now that the size is known
 
     memory = jobs.PeakMemory(options.device)
     vae = options.load_vae(args.checkpoint)
-    result = jobs.encode_one(jobs.EncodeItem(source=Path(args.video), output=output), vae, options, plan=plan)
+    warn_about_halo(vae, "encode", plan.size, options.tiling)
+    result = jobs.encode_one(item, vae, options, plan=plan)
     height, width = result.size
     summary = memory.summary(
         command="encode",
@@ -114,13 +116,14 @@ def run(args: argparse.Namespace) -> int:
         fps=result.fps,
         latent_shape=list(result.latent_shape),
         vae=jobs.vae_name(options.version),
+        dtype=str(options.dtype).removeprefix("torch."),
         tiled=options.tiling is not None,
     )
     report(
         args,
         summary,
         f"encoded {result.frames} frames ({width}x{height}) of {result.source} to {result.output} "
-        f"(latents {result.latent_shape}) in {summary['seconds']:.1f} s; "
+        f"(latents {result.latent_shape}, {summary['dtype']} compute) in {summary['seconds']:.1f} s; "
         f"peak memory {jobs.human_bytes(summary['peak_memory_bytes'])} ({summary['peak_memory_kind']})",
     )
     return 0

@@ -8,7 +8,6 @@ must be reachable at the same paths on every node (a shared file system).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 __all__ = ["add_ray_arguments", "run_ray"]
@@ -62,14 +61,9 @@ def run_ray(args: argparse.Namespace) -> int | None:
 
     memory = jobs.PeakMemory("cpu")  # the driver's own memory; the workers' peak is reported beside it
     engine = config.setup(checkpoint=args.checkpoint, options=options)
-    try:
-        result = engine.run(items, report_path, progress=not args.json)
-    except KeyboardInterrupt:
-        print(f"framestream {args.command}: interrupted; finished outputs are kept, re-run to resume", file=sys.stderr)
-        return 130
-    except RuntimeError as err:  # the cluster could not run the job (no worker could start or stay up)
-        print(f"framestream {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    # Ctrl-C / SIGTERM: the engine stops its workers and removes their temporaries, then the
+    # CLI's one error path reports the interrupt (exit 130 / 143); a re-run resumes.
+    result = engine.run(items, report_path, progress=not args.json)
     summary = memory.summary(
         command="encode-dataset",
         output=str(out_dir),

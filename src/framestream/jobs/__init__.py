@@ -5,6 +5,7 @@
 - :mod:`~framestream.jobs.sinks`: where decoded frames go (mp4, PNG folder, npy, safetensors);
 - :mod:`~framestream.jobs.decode`: :func:`decode_one` (latent file -> output);
 - :mod:`~framestream.jobs.encode`: :func:`encode_one` (video -> latent file);
+- :mod:`~framestream.jobs.tiling`: ``--tile-size auto`` and the halo-cost warning;
 - :mod:`~framestream.jobs.dataset`: :func:`encode_dataset` (many videos, resumable);
 - :mod:`~framestream.jobs.report`: time and peak memory of a run.
 
@@ -31,12 +32,22 @@ from framestream.jobs.checks import (
     vae_version,
 )
 from framestream.jobs.dataset import encode_dataset
-from framestream.jobs.decode import DecodeItem, DecodeOptions, DecodeResult, decode_one, decode_to_sink, iter_decode, read_latents
+from framestream.jobs.decode import (
+    DecodeItem,
+    DecodeOptions,
+    DecodeResult,
+    check_decode_output,
+    decode_one,
+    decode_to_sink,
+    iter_decode,
+    read_latents,
+)
 from framestream.jobs.encode import (
     EncodeItem,
     EncodeOptions,
     EncodePlan,
     EncodeResult,
+    check_encode_output,
     encode_one,
     encode_to_file,
     encode_video,
@@ -44,7 +55,8 @@ from framestream.jobs.encode import (
     plan_encode,
 )
 from framestream.jobs.report import PeakMemory, human_bytes
-from framestream.jobs.sinks import open_sink
+from framestream.jobs.sinks import expected_output_bytes, open_sink
+from framestream.jobs.tiling import auto_decode_tiling, halo_warning
 from framestream.jobs.vae import check_checkpoint, load_vae
 
 __all__ = [
@@ -61,6 +73,9 @@ __all__ = [
     "EncodePlan",
     "EncodeResult",
     "PeakMemory",
+    "auto_decode_tiling",
+    "check_decode_output",
+    "check_encode_output",
     "check_checkpoint",
     "check_chunk",
     "check_latents",
@@ -72,6 +87,8 @@ __all__ = [
     "encode_one",
     "encode_to_file",
     "encode_video",
+    "expected_output_bytes",
+    "halo_warning",
     "human_bytes",
     "iter_decode",
     "iter_encode",

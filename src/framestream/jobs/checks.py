@@ -211,9 +211,4 @@ def output_format(output: str | Path, fmt: str | None = None) -> str:
 
 def check_output(output: Path, fmt: str) -> None:
     """``PermissionError`` now if the output cannot be written."""
-    if fmt == "png":
-        if output.exists() and not output.is_dir():
-            raise PermissionError(f"output path not writable: {output} exists and is not a directory")
-        check_writable(output / "frame_000000.png")
-    else:
-        check_writable(output)
+    check_writable(output, directory=fmt == "png")

@@ -24,24 +24,27 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from framestream.io.atomic import check_free_space, check_new_output
 from framestream.io.latents import LatentMetadata, load_latents
 from framestream.io.transfer import HostFrameCopier
 from framestream.jobs.checks import (
     SPATIAL_FACTOR,
     check_chunk,
     check_latents,
+    check_output,
     decoded_frames,
     output_format,
     vae_name,
     wan_exact_module,
 )
-from framestream.jobs.sinks import open_sink
+from framestream.jobs.sinks import expected_output_bytes, open_sink
 from framestream.tiling.planner import TilingConfig
 
 __all__ = [
     "DecodeItem",
     "DecodeOptions",
     "DecodeResult",
+    "check_decode_output",
     "decode_one",
     "decode_to_sink",
     "iter_decode",
@@ -113,6 +116,24 @@ def read_latents(source: str | Path, version: str) -> tuple[torch.Tensor, Latent
     z, meta = load_latents(source)
     check_latents(z, meta, version, source)
     return z, meta
+
+
+def check_decode_output(item: DecodeItem, options: DecodeOptions, latent_shape: tuple[int, ...] | None = None) -> str:
+    """Checks of ``item.output`` that run before any work; returns the output format.
+
+    The place must be writable, an existing output needs ``options.overwrite``, stale
+    temporaries of a killed run are removed, and with ``latent_shape`` known an
+    uncompressed output (npy, safetensors) must fit in the free space.
+    """
+    fmt = output_format(item.output, item.format)
+    check_output(item.output, fmt)
+    check_new_output(item.output, options.overwrite, directory=fmt == "png")
+    if latent_shape is not None:
+        factor = SPATIAL_FACTOR[options.version]
+        need = expected_output_bytes(fmt, decoded_frames(latent_shape[2]), latent_shape[3] * factor, latent_shape[4] * factor)
+        if need is not None:
+            check_free_space(item.output, need)
+    return fmt
 
 
 def iter_decode(
@@ -205,13 +226,16 @@ def decode_one(
 ) -> DecodeResult:
     """Decode ``item.source`` with the loaded ``vae`` and publish ``item.output`` atomically.
 
+    The output checks (:func:`check_decode_output`) run first, so an existing output is
+    refused unless ``options.overwrite``; on any error or interrupt nothing is published.
+
     ``latents`` may pass the file's ``(tensor, metadata)`` already read (and checked) by
     the caller, so a CLI can check the file before loading the model without reading it
     twice. Latents marked normalised are un-normalised in float32 with the VAE's
     statistics, then cast to ``options.dtype``.
     """
-    fmt = output_format(item.output, item.format)
     z, meta = latents if latents is not None else read_latents(item.source, options.version)
+    fmt = check_decode_output(item, options, tuple(z.shape))
     fps = item.fps or meta.fps or 16.0
     z = z.to(device=options.device, dtype=torch.float32)
     if meta.normalized:

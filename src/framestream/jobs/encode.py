@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from framestream.io.latents import LatentMetadata, save_latents
 from framestream.io.video import center_crop_frames, iter_video_frames, probe_video, resize_frames, uint8_to_unit_range
-from framestream.jobs.checks import SPATIAL_FACTOR, TEMPORAL_FACTOR, check_chunk, vae_name, wan_exact_module
+from framestream.io.atomic import check_free_space, check_new_output, check_writable
+from framestream.jobs.checks import LATENT_CHANNELS, SPATIAL_FACTOR, TEMPORAL_FACTOR, check_chunk, vae_name, wan_exact_module
 from framestream.tiling.planner import TilingConfig
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "EncodeOptions",
     "EncodePlan",
     "EncodeResult",
+    "check_encode_output",
     "encode_one",
     "encode_to_file",
     "encode_video",
@@ -342,6 +344,24 @@ class EncodeResult:
     fps: float
 
 
+def check_encode_output(item: EncodeItem, options: EncodeOptions, plan: EncodePlan | None = None) -> None:
+    """Checks of ``item.output`` that run before any work.
+
+    A latent file suffix, a writable place, no existing output unless ``options.overwrite``
+    (stale temporaries of a killed run are removed), and with ``plan`` known, room for the file.
+    """
+    output = Path(item.output)
+    if output.suffix not in (".safetensors", ".pt", ".pth"):
+        raise ValueError(f"latent file must end in .safetensors or .pt, got {output.name!r}")
+    check_writable(output)
+    check_new_output(output, options.overwrite)
+    if plan is not None:
+        factor = SPATIAL_FACTOR[options.version]
+        channels = LATENT_CHANNELS[options.version]
+        need = channels * plan.latent_frames * (plan.size[0] // factor) * (plan.size[1] // factor) * 4 + 4096
+        check_free_space(output, need)
+
+
 def encode_one(
     item: EncodeItem,
     vae: Any,
@@ -353,13 +373,15 @@ def encode_one(
     """Encode ``item.source`` with the loaded ``vae`` and publish ``item.output`` atomically.
 
     ``plan`` may pass the :class:`EncodePlan` the caller already made (checked before the
-    model was loaded); otherwise the video is planned here with ``options``. ``pixels``
-    may pass the encoder's input chunks already read (and converted, see
-    :func:`model_pixels`) elsewhere, e.g. by a Ray reader task; then ``plan`` is required.
+    model was loaded); otherwise the video is planned here with ``options``. The output
+    checks (:func:`check_encode_output`) run first; on any error or interrupt nothing is
+    published. ``pixels`` may pass the encoder's input chunks already read (and converted,
+    see :func:`model_pixels`) elsewhere, e.g. by a Ray reader; then ``plan`` is required.
     """
     if pixels is not None and plan is None:
         raise ValueError("encode_one: pixels need the plan they were read with")
     plan = plan if plan is not None else options.plan(item.source)
+    check_encode_output(item, options, plan)
     z = encode_to_file(
         vae,
         plan,

@@ -25,6 +25,7 @@ temporary files removed, and a re-run resumes.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -221,6 +222,9 @@ class _Job:
         try:
             result: ClipResult = self.ray.get(ref)
         except RayTaskError as err:  # the clip itself failed (its reader or encode raised): never retried
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise cause from None  # a full disk fails every later clip too: stop, as the default engine does
             self.report.failed.append({"source": source, "error": _cause_line(err), "traceback": str(err)})
             return None
         except Exception as err:  # the worker or an object was lost; the clip is not at fault

@@ -74,16 +74,10 @@ def output_is_finished(path: str | Path) -> bool:
     The engines publish by rename, so a half-written file cannot appear under the final
     name; this also rejects a file damaged or truncated after the fact (it is re-encoded).
     """
-    from framestream.io.latents import load_latents
+    from framestream.io.latents import verify_latent_file
 
     path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    try:
-        load_latents(path)
-    except Exception:  # any unreadable file is simply not finished
-        return False
-    return True
+    return path.is_file() and verify_latent_file(path) is None
 
 
 def read_clip(item: EncodeItem, options: EncodeOptions, convert: bool) -> ClipPixels:
@@ -131,7 +125,9 @@ class EncodeWorker:
         self.reader = reader.options(scheduling_strategy=near).remote()
         device = torch.device("cuda", 0) if gpus > 0 else torch.device("cpu")  # Ray narrows CUDA_VISIBLE_DEVICES
         torch.set_num_threads(max(1, threads))
-        self.options = dataclasses.replace(options, device=device, progress=False)
+        # overwrite: a worker only gets clips whose output is missing or unreadable (checked
+        # again in encode()), and an unreadable one is replaced, as the default engine does.
+        self.options = dataclasses.replace(options, device=device, progress=False, overwrite=True)
         self.memory = PeakMemory(device)
         self.vae = self.options.load_vae(checkpoint)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import resource
 import time
 from typing import Any
 
 import torch
+
+from framestream.utils.units import human_bytes
 
 __all__ = ["PeakMemory", "human_bytes"]
 
@@ -38,11 +39,3 @@ class PeakMemory:
             "peak_memory_kind": self.kind,
             "device": str(self.device),
         }
-
-
-def human_bytes(n: int) -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
-    if n <= 0:
-        return "0 B"
-    unit = min(int(math.log(n, 1024)), 4)
-    return f"{n / 1024**unit:.1f} {['B', 'KiB', 'MiB', 'GiB', 'TiB'][unit]}"
