@@ -2,7 +2,7 @@
 
 Run from the repository root (needs the ``ray`` extra)::
 
-    python bench/ray_dataset.py                 # 12 clips, 3 rounds
+    python bench/ray_dataset.py                 # 12 clips of 64x64, tiny VAE, 2 rounds
     python bench/ray_dataset.py --clips 6 --rounds 1 --results-dir /tmp/quick
 
 One local Ray (``num_cpus`` = this machine's cores) is started once and its start-up timed
@@ -96,8 +96,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=12)
     parser.add_argument("--size", type=int, default=64, help="square clip side in pixels")
-    parser.add_argument("--base-dim", type=int, default=16, help="VAE width (Wan 2.1 uses 96)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--base-dim", type=int, default=8, help="VAE width (Wan 2.1 uses 96)")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--results-dir", default="bench/results")
     args = parser.parse_args()
     import ray

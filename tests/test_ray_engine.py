@@ -194,3 +194,24 @@ def _parse(argv: list[str]):
     from framestream.cli.main import build_parser
 
     return build_parser().parse_known_args(argv)[0]
+
+
+def test_latent_files_are_byte_identical_whoever_writes_them(tmp_path):
+    # The safetensors writer orders metadata by a per-map random hash; save_latents sorts the
+    # header, so two engines (or two runs) writing the same latents write the same bytes.
+    from framestream.io.latents import LatentMetadata, save_latents
+
+    z = torch.randn(1, 16, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    meta = LatentMetadata(vae="wan2.1", frames=9, fps=8.0, height=32, width=40, source="a.mp4")
+    blobs = {save_latents(tmp_path / f"{i}.safetensors", z, meta).read_bytes() for i in range(6)}
+    assert len(blobs) == 1
+    loaded, loaded_meta = load_latents(tmp_path / "0.safetensors")
+    assert torch.equal(loaded, z) and loaded_meta == meta
+
+
+def test_ray_engine_config_rejects_bad_values():
+    from framestream.jobs.ray_engine import RayEngineConfig
+
+    for bad in ({"workers": 0}, {"gpus_per_worker": -1}, {"prefetch": -1}, {"max_attempts": 0}):
+        with pytest.raises(ValueError):
+            RayEngineConfig(**bad)

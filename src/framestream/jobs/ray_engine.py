@@ -121,11 +121,10 @@ class _Clip:
 
 @dataclass(eq=False)
 class _Worker:
-    """An encode actor and its reader actor (same node): lost, and replaced, together."""
+    """An encode actor and its reader actor (``info.reader``, same node): lost, and replaced, together."""
 
     handle: Any
     info: WorkerInfo
-    reader: Any
     holding: set[Any] = field(default_factory=set)
     """Encode refs of the clips handed to this worker and not finished."""
 
@@ -171,7 +170,7 @@ class _Job:
             while self.queue and len(worker.holding) < self.depth:
                 clip = self.queue.popleft()
                 clip.attempts += 1
-                read_ref = worker.reader.read.remote(clip.item, self.encoder.options, self.convert_on_reader)
+                read_ref = worker.info.reader.read.remote(clip.item, self.encoder.options, self.convert_on_reader)
                 ref = worker.handle.encode.remote(clip.item, read_ref)  # runs once the read is done
                 worker.holding.add(ref)
                 self.flights[ref] = _InFlight(clip, worker, read_ref)
@@ -198,7 +197,7 @@ class _Job:
         handle = self.starting.pop(ref)
         try:
             info: WorkerInfo = self.ray.get(ref)
-            self.workers.append(_Worker(handle, info, info.reader))
+            self.workers.append(_Worker(handle, info))
         except (RayActorError, RayTaskError) as err:
             # The model failed to load (bad checkpoint, out of memory): the same on a new worker.
             init_failed = isinstance(err, RayTaskError) or getattr(err, "actor_init_failed", False)
@@ -232,7 +231,7 @@ class _Job:
                 # The encoder or its reader died (or is unreachable): end both, so one clip never
                 # has two writers, and start a new pair.
                 self.workers.remove(flight.worker)
-                self.ray.kill(flight.worker.reader, no_restart=True)
+                self.ray.kill(flight.worker.info.reader, no_restart=True)
                 self.ray.kill(flight.worker.handle, no_restart=True)
                 self._replace()
             error = _one_line(err)
@@ -252,7 +251,7 @@ class _Job:
     def stop(self) -> None:
         """End every actor of the job (a reader also ends with the worker that owns it)."""
         for worker in self.workers:
-            self.ray.kill(worker.reader, no_restart=True)
+            self.ray.kill(worker.info.reader, no_restart=True)
         for handle in self.actors:
             self.ray.kill(handle, no_restart=True)
 
