@@ -7,9 +7,11 @@ Run from the repository root (needs the ``ray`` extra)::
 
 One local Ray (``num_cpus`` = this machine's cores) is started once and its start-up timed
 apart. The three engines then run in alternation (default, ray-1, ray-2, default, ...) on
-the same clips into fresh output folders, so machine load hits them alike; every engine
-uses the whole machine (default: torch on all cores; ray-1: one worker with all cores;
-ray-2: one core per worker). Each run's wall time includes loading the model (and for Ray
+the same clips into fresh output folders, so machine load hits them alike. Every encoder
+runs torch on one thread (the default engine in this process, each Ray worker on one
+CPU): ray-1 against the default isolates what Ray adds, ray-2 shows two encoders at work
+(and one thread per encoder avoids the OpenMP barrier stalls that multi-threaded torch
+suffers on a shared, oversubscribed machine). Each run's wall time includes loading the model (and for Ray
 starting the workers); the steady rate is measured between the first and the last clip
 finished. Ray's per-clip overhead is the steady time per clip of one worker minus the time
 that worker spent inside ``encode_one`` per clip (what is left is dispatch, object
@@ -54,8 +56,8 @@ def make_clips(folder: Path, count: int, size: int) -> None:
             writer.write(clip * 0.9)
 
 
-def run_default(checkpoint: Path, options: jobs.EncodeOptions, videos: Path, out: Path, threads: int) -> dict[str, Any]:
-    torch.set_num_threads(threads)
+def run_default(checkpoint: Path, options: jobs.EncodeOptions, videos: Path, out: Path) -> dict[str, Any]:
+    torch.set_num_threads(1)
     start = time.perf_counter()
     vae = options.load_vae(checkpoint)
     loaded = time.perf_counter()
@@ -65,7 +67,7 @@ def run_default(checkpoint: Path, options: jobs.EncodeOptions, videos: Path, out
     return {"wall_s": end - start, "clips": clips, "steady_s_per_clip": (end - loaded) / clips, "failed": len(report.failed)}
 
 
-def run_ray(checkpoint: Path, options: jobs.EncodeOptions, videos: Path, out: Path, workers: int, cpus: int) -> dict[str, Any]:
+def run_ray(checkpoint: Path, options: jobs.EncodeOptions, videos: Path, out: Path, workers: int) -> dict[str, Any]:
     finished: list[float] = []
     encode_s: list[float] = []
 
@@ -73,7 +75,7 @@ def run_ray(checkpoint: Path, options: jobs.EncodeOptions, videos: Path, out: Pa
         finished.append(time.perf_counter())
         encode_s.append(result.encode_seconds)
 
-    config = RayEngineConfig(workers=workers, cpus_per_worker=cpus // workers)
+    config = RayEngineConfig(workers=workers, cpus_per_worker=1)
     start = time.perf_counter()
     report = config.setup(checkpoint=checkpoint, options=options).run(
         list_dataset_items(videos, out), out / "report.json", progress=False, on_result=record
@@ -117,9 +119,9 @@ def main() -> int:
         ray.init(num_cpus=cores, include_dashboard=False, logging_level="warning")
         ray_start_s = time.perf_counter() - start
         engines = {
-            "default": lambda out: run_default(checkpoint, options, videos, out, cores),
-            "ray-1-worker": lambda out: run_ray(checkpoint, options, videos, out, 1, cores),
-            "ray-2-workers": lambda out: run_ray(checkpoint, options, videos, out, 2, cores),
+            "default": lambda out: run_default(checkpoint, options, videos, out),
+            "ray-1-worker": lambda out: run_ray(checkpoint, options, videos, out, 1),
+            "ray-2-workers": lambda out: run_ray(checkpoint, options, videos, out, 2),
         }
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in engines}
         for round_index in range(args.rounds):
@@ -149,7 +151,7 @@ def main() -> int:
         "command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]),
         "settings": {
             "clips": args.clips, "clip_frames": list(LENGTHS), "size_px": args.size, "vae": f"tiny Wan 2.1, base_dim {args.base_dim}",
-            "tiling": "none", "dtype": "fp32", "rounds": args.rounds,
+            "tiling": "none", "dtype": "fp32", "rounds": args.rounds, "torch_threads_per_encoder": 1,
         },
         "machine": {
             "cpus": cores, "platform": platform.platform(), "torch": torch.__version__, "ray": ray.__version__,

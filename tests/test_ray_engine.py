@@ -19,34 +19,26 @@ from safetensors.torch import save_file
 from framestream.cli.main import main
 from framestream.io.dataset import list_dataset_items
 from framestream.io.latents import load_latents
-from framestream.io.video import StreamingVideoWriter
 from framestream.models.wan.vae import WanVAE, init_random_weights, tiny_wan21_arch
+from test_cli_dataset import pattern_video  # the same synthetic clips as the default engine's tests
 
 CLIP_FRAMES = [5, 9, 13, 17, 21, 25]  # six clips of different lengths (1 + 4k each)
 WORKERS = 2
 PREFETCH = 1
 
 
-def pattern_video(path: Path, frames: int, height: int, width: int, seed: int) -> Path:
-    y, x = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
-    clip = torch.stack([torch.stack([x, y, torch.sin(3 * (x + y) + 0.4 * t + seed)]) for t in range(frames)], dim=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with StreamingVideoWriter(path, fps=8, crf=10, preset="ultrafast", threads=1) as writer:
-        writer.write(clip * 0.9)
-    return path
-
-
 @pytest.fixture(scope="module")
 def ray_cluster():
     """One local Ray for the whole module (start-up takes seconds): 2 CPUs, a small object store, loopback."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind 127.0.0.1; read when ray is imported
-    import ray
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind 127.0.0.1 (Ray reads it when started)
+        import ray
 
-    ray.init(num_cpus=2, object_store_memory=96 * 1024**2, include_dashboard=False, logging_level="warning")
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+        ray.init(num_cpus=2, object_store_memory=96 * 1024**2, include_dashboard=False, logging_level="warning")
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 @pytest.fixture(scope="module")
