@@ -28,6 +28,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from framestream.utils.units import human_bytes
 
@@ -42,6 +43,7 @@ __all__ = [
     "check_writable",
     "output_mode",
     "remove_stale_partials",
+    "reraise",
 ]
 
 PARTIAL_SUFFIX = ".partial"
@@ -102,6 +104,14 @@ def as_disk_full(err: BaseException, final_path: str | Path) -> BaseException:
     return err
 
 
+def reraise(err: BaseException, final_path: str | Path) -> NoReturn:
+    """Raise ``err`` again; a full disk as :class:`DiskFullError` naming ``final_path``."""
+    converted = as_disk_full(err, final_path)
+    if converted is err:
+        raise err
+    raise converted from err
+
+
 def _lock(fd: int) -> None:
     """Mark a temporary as in use: :func:`remove_stale_partials` skips it while this fd is open."""
     with contextlib.suppress(OSError):
@@ -130,10 +140,7 @@ def atomic_path(final_path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, final_path)
     except BaseException as err:
         tmp_path.unlink(missing_ok=True)
-        converted = as_disk_full(err, final_path)
-        if converted is not err:
-            raise converted from err
-        raise
+        reraise(err, final_path)
     finally:
         os.close(fd)
 
@@ -191,10 +198,7 @@ def atomic_dir(final_dir: str | Path) -> Iterator[Path]:
         _publish_dir(tmp_dir, final_dir)
     except BaseException as err:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        converted = as_disk_full(err, final_dir)
-        if converted is not err:
-            raise converted from err
-        raise
+        reraise(err, final_dir)
     finally:
         os.close(fd)
 
