@@ -278,14 +278,23 @@ class RayDatasetEncoder:
 
     def worker_count(self, ray: Any, clips: int) -> int:
         """``workers``, or as many as the cluster's GPUs (CPUs for CPU workers) fit; never more than clips."""
-        count = self.config.workers
+        config, resources = self.config, ray.cluster_resources()
+        count = config.workers
         if count is None:
-            resources = ray.cluster_resources()
-            if self.config.gpus_per_worker > 0:
-                count = int(resources.get("GPU", 0) // self.config.gpus_per_worker)
+            if config.gpus_per_worker > 0:
+                count = int(resources.get("GPU", 0) // config.gpus_per_worker)
             else:
-                count = int(resources.get("CPU", 1) // max(self.config.cpus_per_worker, 1.0))
-        return max(1, min(count, clips))
+                count = int(resources.get("CPU", 1) // max(config.cpus_per_worker, 1.0))
+        count = max(1, min(count, clips))
+        if count * config.gpus_per_worker > resources.get("GPU", 0) or count * config.cpus_per_worker > resources.get("CPU", 0):
+            # Not an error: an autoscaling cluster may add nodes. Started workers do the job meanwhile;
+            # if none starts within worker_start_timeout_s, the job ends with one line.
+            logger.warning(
+                "%d workers need %g GPU and %g CPU but the cluster has %g GPU and %g CPU now; waiting up to %.0f s for them",
+                count, count * config.gpus_per_worker, count * config.cpus_per_worker, resources.get("GPU", 0),
+                resources.get("CPU", 0), config.worker_start_timeout_s,
+            )  # fmt: skip
+        return count
 
     def run(
         self,
