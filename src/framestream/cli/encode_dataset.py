@@ -13,6 +13,10 @@ A video that fails (unreadable, wrong size...) is recorded in
 ``OUT_DIR/report-rank{r}.json`` and the batch goes on; the exit code is 1 when any
 failed. Under ``torchrun`` each rank takes its own share of the sorted list and runs
 on ``cuda:{LOCAL_RANK}``. The model is loaded once per process.
+
+With ``--engine ray`` the same job runs on Ray (a local one, or ``--ray-address``):
+workers (``--workers N``, ``--gpus-per-worker G``) each load the VAE once and pull clips
+from one queue; the report is ``OUT_DIR/report-ray.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from framestream.cli.decode import add_model_arguments, add_tiling_arguments, report
 from framestream.cli.encode import add_video_arguments, encode_options
+from framestream.cli.encode_dataset_ray import add_ray_arguments, run_ray
 
 __all__ = ["register", "run"]
 
@@ -39,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     add_video_arguments(parser)
     add_tiling_arguments(parser)
+    add_ray_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -47,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     from framestream.io.atomic import check_writable
     from framestream.io.dataset import distributed_slot, list_dataset_items
 
+    ray_exit = run_ray(args)  # --engine ray
+    if ray_exit is not None:
+        return ray_exit
     slot = distributed_slot()
     options = encode_options(args, local_rank=slot.local_rank, progress=False)
     out_dir = Path(args.output)

@@ -61,12 +61,25 @@ def save_latents(path: str | Path, latents: torch.Tensor, metadata: LatentMetada
     # atomic_path turns into one plain error naming the file.
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         if path.suffix == ".safetensors":
-            from safetensors.torch import save
-
-            handle.write(save({LATENT_KEY: tensor}, metadata=metadata.to_strings()))
+            handle.write(_safetensors_bytes(tensor, metadata.to_strings()))
         else:
             torch.save({LATENT_KEY: tensor, "metadata": metadata.to_strings()}, handle)
     return path
+
+
+def _safetensors_bytes(tensor: torch.Tensor, metadata: dict[str, str]) -> bytes:
+    """The safetensors file, with its JSON header's keys sorted so equal inputs give equal bytes.
+
+    The safetensors writer keeps metadata in a hash map whose order changes from process to
+    process; sorting makes every engine (and every re-run) write the very same file.
+    """
+    from safetensors.torch import save
+
+    blob = save({LATENT_KEY: tensor}, metadata=metadata)
+    size = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data starts 8-byte aligned, as the format asks
+    return len(header).to_bytes(8, "little") + header + blob[8 + size :]
 
 
 def _unreadable(path: Path, err: BaseException) -> ValueError:

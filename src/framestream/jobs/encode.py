@@ -13,7 +13,7 @@ inside it, so every engine writes the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +39,8 @@ __all__ = [
     "encode_video",
     "iter_encode",
     "iter_pixel_chunks",
+    "iter_raw_chunks",
+    "model_pixels",
     "plan_encode",
 ]
 
@@ -130,20 +132,10 @@ def plan_encode(
     return EncodePlan(source=Path(source), frames=count, available=available, source_size=src, size=target, mode=mode, fps=fps)
 
 
-def iter_pixel_chunks(plan: EncodePlan, chunk_size: int, device: torch.device, dtype: torch.dtype) -> Iterator[torch.Tensor]:
-    """``(1, 3, t, H, W)`` chunks in ``[-1, 1]``: ``1 + 4*chunk_size`` frames first, then ``4*chunk_size``."""
+def iter_raw_chunks(plan: EncodePlan, chunk_size: int) -> Iterator[torch.Tensor]:
+    """The planned frames as uint8 ``(t, H, W, 3)`` chunks of the source size: ``1 + 4*chunk_size`` frames first, then ``4*chunk_size``."""
     step = TEMPORAL_FACTOR * chunk_size
     wanted = 1 + step
-    height, width = plan.size
-
-    def convert(raw: torch.Tensor) -> torch.Tensor:
-        x = uint8_to_unit_range(raw.to(device), torch.float32)
-        if plan.mode == "resize":
-            x = resize_frames(x, height, width).clamp_(-1.0, 1.0)
-        elif plan.mode == "crop":
-            x = center_crop_frames(x, height, width)
-        return x.to(dtype).unsqueeze(0).contiguous()
-
     pending = torch.empty(0, *plan.source_size, 3, dtype=torch.uint8)
     sent = 0
     for raw in iter_video_frames(plan.source, chunk_size=step):
@@ -151,7 +143,7 @@ def iter_pixel_chunks(plan: EncodePlan, chunk_size: int, device: torch.device, d
             raise ValueError(f"{plan.source}: frame size changed mid-stream to {raw.shape[2]}x{raw.shape[1]}")
         pending = torch.cat([pending, raw[: plan.frames - sent - pending.shape[0]]])
         while pending.shape[0] >= wanted:
-            yield convert(pending[:wanted])
+            yield pending[:wanted]
             sent += wanted
             pending, wanted = pending[wanted:], step
         if sent + pending.shape[0] >= plan.frames:
@@ -159,7 +151,24 @@ def iter_pixel_chunks(plan: EncodePlan, chunk_size: int, device: torch.device, d
     if sent + pending.shape[0] < plan.frames:
         raise ValueError(f"{plan.source} ended after {sent + pending.shape[0]} frames; expected {plan.frames}")
     if pending.shape[0]:
-        yield convert(pending)
+        yield pending
+
+
+def model_pixels(raw: torch.Tensor, plan: EncodePlan, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """One uint8 ``(t, H, W, 3)`` chunk -> the encoder's ``(1, 3, t, h, w)`` input in ``[-1, 1]``, resized/cropped on ``device``."""
+    height, width = plan.size
+    x = uint8_to_unit_range(raw.to(device), torch.float32)
+    if plan.mode == "resize":
+        x = resize_frames(x, height, width).clamp_(-1.0, 1.0)
+    elif plan.mode == "crop":
+        x = center_crop_frames(x, height, width)
+    return x.to(dtype).unsqueeze(0).contiguous()
+
+
+def iter_pixel_chunks(plan: EncodePlan, chunk_size: int, device: torch.device, dtype: torch.dtype) -> Iterator[torch.Tensor]:
+    """``(1, 3, t, H, W)`` chunks in ``[-1, 1]``: ``1 + 4*chunk_size`` frames first, then ``4*chunk_size``."""
+    for raw in iter_raw_chunks(plan, chunk_size):
+        yield model_pixels(raw, plan, device, dtype)
 
 
 def iter_encode(
@@ -171,6 +180,7 @@ def iter_encode(
     tile_order: str = "frame",
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    pixels: Iterable[torch.Tensor] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Posterior-mean latent chunks (un-normalised) of the planned frames, read and encoded chunk by chunk.
 
@@ -183,7 +193,8 @@ def iter_encode(
     if tile_order not in ("frame", "tile"):
         raise ValueError(f"tile order must be 'frame' or 'tile', got {tile_order!r}")
     device = torch.device(device)
-    chunks = iter_pixel_chunks(plan, chunk_size, device, dtype)
+    # An engine that reads the video elsewhere (a Ray reader task) passes the chunks it made.
+    chunks = iter_pixel_chunks(plan, chunk_size, device, dtype) if pixels is None else iter(pixels)
     if tiling is not None and tile_order == "tile":
         video = torch.cat(list(chunks), dim=2)
         yield wan_exact_module().encode_tiled(vae, video, tiling, chunk_size=chunk_size, order="tile")
@@ -211,13 +222,16 @@ def encode_video(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    pixels: Iterable[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Un-normalised posterior mean ``(1, C, 1 + (frames-1)/4, H/s, W/s)`` in float32."""
     parts = []
     with torch.inference_mode(), tqdm(
         total=plan.frames, unit="frame", desc=f"encode {plan.source.name}", disable=None if progress else True, dynamic_ncols=True
     ) as bar:
-        chunks = iter_encode(vae, plan, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, device=device, dtype=dtype)
+        chunks = iter_encode(
+            vae, plan, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, device=device, dtype=dtype, pixels=pixels
+        )
         for i, mu in enumerate(chunks):
             parts.append(mu.float())
             bar.update(mu.shape[2] * TEMPORAL_FACTOR - (3 if i == 0 else 0))
@@ -239,10 +253,19 @@ def encode_to_file(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    pixels: Iterable[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Encode, normalise with the VAE's statistics and save atomically with metadata; returns the latents (CPU)."""
     mu = encode_video(
-        vae, plan, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, device=device, dtype=dtype, progress=progress
+        vae,
+        plan,
+        chunk_size=chunk_size,
+        tiling=tiling,
+        tile_order=tile_order,
+        device=device,
+        dtype=dtype,
+        progress=progress,
+        pixels=pixels,
     )
     z = vae.normalize_latents(mu).cpu()
     metadata = LatentMetadata(
@@ -323,14 +346,24 @@ def check_encode_output(item: EncodeItem, options: EncodeOptions, plan: EncodePl
         check_free_space(output, need)
 
 
-def encode_one(item: EncodeItem, vae: Any, options: EncodeOptions, *, plan: EncodePlan | None = None) -> EncodeResult:
+def encode_one(
+    item: EncodeItem,
+    vae: Any,
+    options: EncodeOptions,
+    *,
+    plan: EncodePlan | None = None,
+    pixels: Iterable[torch.Tensor] | None = None,
+) -> EncodeResult:
     """Encode ``item.source`` with the loaded ``vae`` and publish ``item.output`` atomically.
 
     ``plan`` may pass the :class:`EncodePlan` the caller already made (checked before the
     model was loaded); otherwise the video is planned here with ``options``. The output
     checks (:func:`check_encode_output`) run first; on any error or interrupt nothing is
-    published.
+    published. ``pixels`` may pass the encoder's input chunks already read (and converted,
+    see :func:`model_pixels`) elsewhere, e.g. by a Ray reader; then ``plan`` is required.
     """
+    if pixels is not None and plan is None:
+        raise ValueError("encode_one: pixels need the plan they were read with")
     plan = plan if plan is not None else options.plan(item.source)
     check_encode_output(item, options, plan)
     z = encode_to_file(
@@ -344,6 +377,7 @@ def encode_one(item: EncodeItem, vae: Any, options: EncodeOptions, *, plan: Enco
         device=options.device,
         dtype=options.dtype,
         progress=options.progress,
+        pixels=pixels,
     )
     return EncodeResult(
         source=plan.source, output=Path(item.output), frames=plan.frames, latent_shape=tuple(z.shape), size=plan.size, fps=plan.fps
