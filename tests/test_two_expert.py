@@ -1,0 +1,168 @@
+"""Two-expert (Wan 2.2 A14B-style) denoising: which expert runs at which timestep, parity with diffusers, placement."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from framestream.diffusion.model import DiffusionModelConfig
+from framestream.diffusion.schedulers.unipc import FlowMatchUniPCSchedulerConfig
+from framestream.diffusion.two_expert import (
+    WAN22_I2V_A14B_BOUNDARY,
+    WAN22_T2V_A14B_BOUNDARY,
+    TwoExpertTransformerConfig,
+    expert_for_timestep,
+)
+from framestream.models.wan.transformer import WAN_TINY, WanTransformerConfig
+
+# UniPC, shift 5, 10 steps: int(1000 * w(s)) for s = linspace(1, 0.001, 11)[:-1], w(s) = 5s / (1 + 4s)
+# (worked out by hand, see REFERENCE §4), and the split at the I2V-A14B boundary 0.9 (t >= 900 -> high noise).
+SCHEDULE = [999, 978, 952, 921, 882, 833, 769, 682, 556, 359]
+HIGH = [999, 978, 952, 921]
+LOW = [882, 833, 769, 682, 556, 359]
+LATENT = (1, 16, 2, 4, 6)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _expert(seed: int, guidance: float) -> WanTransformerConfig:
+    return WanTransformerConfig(
+        arch=WAN_TINY,
+        allow_random_init=True,
+        init_seed=seed,
+        dtype=torch.float32,
+        num_frames=LATENT[2],
+        height=LATENT[3],
+        width=LATENT[4],
+        guidance_scale=guidance,
+        time_embedding_fp64=False,
+    )
+
+
+def _model_config(boundary: float = WAN22_I2V_A14B_BOUNDARY, offload: bool = True) -> DiffusionModelConfig:
+    return DiffusionModelConfig(
+        transformer=TwoExpertTransformerConfig(
+            high_noise=_expert(1, guidance=4.0),
+            low_noise=_expert(2, guidance=3.0),
+            boundary=boundary,
+            offload_inactive=offload,
+        ),
+        scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=10, shift=5.0),
+        seed=0,
+    )
+
+
+def _context():
+    gen = torch.Generator().manual_seed(4)
+    return {
+        "text_embeddings": torch.randn(1, 5, WAN_TINY.text_dim, generator=gen),
+        "negative_text_embeddings": torch.randn(1, 5, WAN_TINY.text_dim, generator=gen),
+    }
+
+
+def test_published_boundaries():
+    assert (WAN22_T2V_A14B_BOUNDARY, WAN22_I2V_A14B_BOUNDARY) == (0.875, 0.900)
+    assert expert_for_timestep(900, 0.9) == "high_noise"  # the boundary itself is high noise (t >= boundary)
+    assert expert_for_timestep(899.9, 0.9) == "low_noise"
+
+
+def test_experts_run_exactly_on_their_side_of_the_boundary():
+    model = _model_config().setup().eval()
+    transformer = model.transformer
+    assert [int(t) for t in model.scheduler.timesteps] == SCHEDULE
+    seen: dict[str, list[int]] = {"high_noise": [], "low_noise": []}
+
+    def recorder(name):
+        def hook(module, args, kwargs):
+            seen[name].append(int(torch.as_tensor(args[1]).reshape(-1)[0]))
+            assert transformer.active == name  # the expert that runs is the resident one
+
+        return hook
+
+    for name in seen:
+        transformer.expert(name).dit.register_forward_pre_hook(recorder(name), with_kwargs=True)
+    cache = transformer.initialize_autoregressive_cache(**_context())
+    seen = {"high_noise": [], "low_noise": []}  # forget the cache set-up (no DiT forward there anyway)
+    clean, _ = model.generate(0, cache)
+    assert seen == {"high_noise": HIGH, "low_noise": LOW}
+    assert torch.isfinite(clean).all()
+
+    # At the T2V boundary (0.875) the step at t=882 moves to the high-noise expert.
+    model = _model_config(boundary=WAN22_T2V_A14B_BOUNDARY).setup().eval()
+    calls = []
+    for name in ("high_noise", "low_noise"):
+        model.transformer.expert(name).dit.register_forward_pre_hook(
+            lambda m, a, k, name=name: calls.append((name, int(torch.as_tensor(a[1]).reshape(-1)[0]))), with_kwargs=True
+        )
+    model.generate(0, model.transformer.initialize_autoregressive_cache(**_context()))
+    assert [t for n, t in calls if n == "high_noise"] == HIGH + [882]
+    assert [t for n, t in calls if n == "low_noise"] == LOW[1:]
+
+
+def test_two_experts_match_diffusers_two_stage_pipeline():
+    diffusers = pytest.importorskip("diffusers")
+    model = _model_config().setup().eval()
+    context = _context()
+    clean, _ = model.generate(0, model.transformer.initialize_autoregressive_cache(**context))
+
+    refs = {}
+    for name in ("high_noise", "low_noise"):
+        ref = diffusers.WanTransformer3DModel(**WAN_TINY.to_diffusers_config()).eval()
+        ref.load_state_dict(model.transformer.expert(name).dit.state_dict(), strict=True)
+        refs[name] = ref
+    vae = diffusers.AutoencoderKLWan(base_dim=8, z_dim=16)  # unused: output_type="latent"
+    scheduler = diffusers.UniPCMultistepScheduler(
+        num_train_timesteps=1000, solver_order=2, prediction_type="flow_prediction", solver_type="bh2",
+        lower_order_final=True, use_flow_sigmas=True, flow_shift=5.0, final_sigmas_type="zero",
+    )
+    pipe = diffusers.WanPipeline(
+        tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler,
+        transformer=refs["high_noise"], transformer_2=refs["low_noise"], boundary_ratio=WAN22_I2V_A14B_BOUNDARY,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    noise = torch.randn(LATENT, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = pipe(
+            prompt_embeds=context["text_embeddings"], negative_prompt_embeds=context["negative_text_embeddings"],
+            height=LATENT[3] * 8, width=LATENT[4] * 8, num_frames=1 + 4 * (LATENT[2] - 1), num_inference_steps=10,
+            guidance_scale=4.0, guidance_scale_2=3.0, latents=noise, output_type="latent",
+        ).frames
+    assert (clean - expected).abs().max().item() <= 1e-4
+    assert expected.abs().max() > 0.1
+
+
+def test_placement_and_casts():
+    model = _model_config().setup()
+    transformer = model.transformer
+    assert transformer.active == "high_noise"
+    # A dtype cast reaches both experts (the inactive one only gets the dtype part of a move).
+    model.to(torch.float64)
+    for name in ("high_noise", "low_noise"):
+        assert {p.dtype for p in transformer.expert(name).parameters()} == {torch.float64}
+    assert model.dtype == torch.float64 and model.device == torch.device("cpu")
+    # Noise follows the execution device / dtype anchor, not whichever expert is first in the module tree.
+    assert transformer.placement_tensor() is transformer._anchor
+    cache = transformer.initialize_autoregressive_cache(**_context())
+    assert transformer.active == "high_noise"  # set up low first, so the first denoising step needs no swap
+    assert transformer.activate("low_noise") is transformer.low_noise and transformer.active == "low_noise"
+    assert cache.of("low_noise") is cache.low_noise
+    # Not offloading: both stay wherever the module is; nothing but the bookkeeping changes.
+    both = _model_config(offload=False).setup()
+    assert not both.transformer._offloading()
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="boundary"):
+        TwoExpertTransformerConfig(high_noise=_expert(1, 1.0), low_noise=_expert(2, 1.0), boundary=1.5)
+    with pytest.raises(ValueError, match="latent shapes differ"):
+        TwoExpertTransformerConfig(
+            high_noise=_expert(1, 1.0), low_noise=dataclasses.replace(_expert(2, 1.0), num_frames=4)
+        ).setup()
