@@ -119,10 +119,9 @@ def test_two_experts_match_diffusers_two_stage_pipeline():
         ref.load_state_dict(model.transformer.expert(name).dit.state_dict(), strict=True)
         refs[name] = ref
     vae = diffusers.AutoencoderKLWan(base_dim=8, z_dim=16)  # unused: output_type="latent"
-    scheduler = diffusers.UniPCMultistepScheduler(
-        num_train_timesteps=1000, solver_order=2, prediction_type="flow_prediction", solver_type="bh2",
-        lower_order_final=True, use_flow_sigmas=True, flow_shift=5.0, final_sigmas_type="zero",
-    )
+    from test_wan22_ti2v import diffusers_unipc
+
+    scheduler = diffusers_unipc(shift=5.0)
     pipe = diffusers.WanPipeline(
         tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler,
         transformer=refs["high_noise"], transformer_2=refs["low_noise"], boundary_ratio=WAN22_I2V_A14B_BOUNDARY,
@@ -154,6 +153,13 @@ def test_placement_and_casts():
     assert transformer.active == "high_noise"  # set up low first, so the first denoising step needs no swap
     assert transformer.activate("low_noise") is transformer.low_noise and transformer.active == "low_noise"
     assert cache.of("low_noise") is cache.low_noise
+    # A move to the execution device takes only the active expert there. No second device here, so the
+    # offload device stands in as "meta": after .to("cpu") the inactive expert is on it, the active one is not.
+    parked = dataclasses.replace(_model_config().transformer, offload_device="meta")
+    moved = dataclasses.replace(_model_config(), transformer=parked).setup().to("cpu", torch.float64)
+    assert {p.device.type for p in moved.transformer.high_noise.parameters()} == {"cpu"}
+    assert {(p.device.type, p.dtype) for p in moved.transformer.low_noise.parameters()} == {("meta", torch.float64)}
+    assert moved.device == torch.device("cpu") and moved.dtype == torch.float64
     # Not offloading: both stay wherever the module is; nothing but the bookkeeping changes.
     both = _model_config(offload=False).setup()
     assert not both.transformer._offloading()

@@ -130,18 +130,23 @@ def i2v_setup(dit_pair):
     return ref_dit, ref_vae, load, image, text, negative
 
 
-def _diffusers_i2v(ref_dit, ref_vae, image, text, negative):
-    f, h, w = LATENT
-    scheduler = diffusers.UniPCMultistepScheduler(
+def diffusers_unipc(shift: float):
+    """diffusers' UniPC as the Wan pipelines configure it for flow matching (the reference of our scheduler)."""
+    return diffusers.UniPCMultistepScheduler(
         num_train_timesteps=1000,
         solver_order=2,
         prediction_type="flow_prediction",
         solver_type="bh2",
         lower_order_final=True,
         use_flow_sigmas=True,
-        flow_shift=5.0,
+        flow_shift=shift,
         final_sigmas_type="zero",
     )
+
+
+def _diffusers_i2v(ref_dit, ref_vae, image, text, negative):
+    f, h, w = LATENT
+    scheduler = diffusers_unipc(shift=5.0)
     pipe = diffusers.WanImageToVideoPipeline(
         tokenizer=None,
         text_encoder=None,
@@ -212,10 +217,7 @@ def test_t2v_without_image_uses_scalar_timesteps(i2v_setup):
     latents = pipeline.generate(0, cache)
 
     f, h, w = LATENT
-    scheduler = diffusers.UniPCMultistepScheduler(
-        num_train_timesteps=1000, solver_order=2, prediction_type="flow_prediction", solver_type="bh2",
-        lower_order_final=True, use_flow_sigmas=True, flow_shift=5.0, final_sigmas_type="zero",
-    )
+    scheduler = diffusers_unipc(shift=5.0)
     pipe = diffusers.WanPipeline(
         tokenizer=None, text_encoder=None, vae=ref_vae, scheduler=scheduler, transformer=ref_dit, expand_timesteps=True
     )

@@ -46,38 +46,32 @@ def _first_frame_with_av(path: Path) -> np.ndarray | None:
     return None
 
 
-def _unreadable(path: Path) -> ValueError:
-    return ValueError(f"cannot read image {path}: neither PIL nor PyAV can decode it (use a PNG, JPEG, WebP, ...)")
+def _decode(path: str | Path, header_only: bool) -> tuple[tuple[int, int], torch.Tensor | None]:
+    """``((width, height), pixels)``; PIL reads only the header when ``header_only`` (pixels None then)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    image = _open_with_pil(path)
+    if image is not None:
+        with image:
+            size = (int(image.width), int(image.height))
+            return size, None if header_only else torch.from_numpy(np.array(image.convert("RGB")))
+    frame = _first_frame_with_av(path)
+    if frame is None:
+        raise ValueError(f"cannot read image {path}: neither PIL nor PyAV can decode it (use a PNG, JPEG, WebP, ...)")
+    return (int(frame.shape[1]), int(frame.shape[0])), torch.from_numpy(np.ascontiguousarray(frame))
 
 
 def read_image(path: str | Path) -> torch.Tensor:
     """The image's pixels as uint8 ``(H, W, 3)`` RGB (alpha dropped, greyscale expanded)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    image = _open_with_pil(path)
-    if image is not None:
-        with image:
-            return torch.from_numpy(np.array(image.convert("RGB")))
-    frame = _first_frame_with_av(path)
-    if frame is None:
-        raise _unreadable(path)
-    return torch.from_numpy(np.ascontiguousarray(frame))
+    pixels = _decode(path, header_only=False)[1]
+    assert pixels is not None
+    return pixels
 
 
 def probe_image(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image, from its header where PIL can read it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    image = _open_with_pil(path)
-    if image is not None:
-        with image:
-            return int(image.width), int(image.height)
-    frame = _first_frame_with_av(path)
-    if frame is None:
-        raise _unreadable(path)
-    return int(frame.shape[1]), int(frame.shape[0])
+    return _decode(path, header_only=True)[0]
 
 
 def fit_image_mode(

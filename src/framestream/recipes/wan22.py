@@ -40,7 +40,13 @@ from framestream.models.wan.transformer.config import (
     WanTransformerConfig,
 )
 from framestream.models.wan.transformer.ti2v import WanTI2VTransformerConfig
-from framestream.models.wan.vae.config import WAN21_VAE_ARCH, WAN22_VAE_ARCH, tiny_wan21_arch, tiny_wan22_arch
+from framestream.models.wan.vae.config import (
+    WAN21_VAE_ARCH,
+    WAN22_VAE_ARCH,
+    WanVAEArchConfig,
+    tiny_wan21_arch,
+    tiny_wan22_arch,
+)
 from framestream.models.wan.vae.streaming import WanVAEDecoderConfig, WanVAEEncoderConfig
 from framestream.pipeline.config import StreamInferencePipelineConfig
 from framestream.recipes.wan import MissingWeightsError, _find_dit, _first, _tiny_text_encoder
@@ -153,6 +159,16 @@ def _text_encoder(files: Wan22Files | None) -> UMT5TextEncoderConfig | None:
     )
 
 
+def _vae_decoder(arch: WanVAEArchConfig, files: Wan22Files | None) -> WanVAEDecoderConfig:
+    """The recipe's full-precision streaming VAE decoder (weights path unset without a checkpoint directory)."""
+    return WanVAEDecoderConfig(
+        arch=arch,
+        checkpoint_path=str(files.vae) if files else None,
+        weights_dtype=torch.float32,
+        compute_dtype=torch.float32,
+    )
+
+
 def _checked_dit(path: Path | None, arch: WanTransformerArchConfig, recipe: str) -> str | None:
     """The DiT path, after checking from its headers that it is the recipe's model (one clear line if not)."""
     if path is None:
@@ -186,12 +202,7 @@ def wan22_ti2v_5b(checkpoint_dir: str | Path | None = None, *, seed: int | None 
             scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=50, shift=5.0),
             seed=seed,
         ),
-        decoder=WanVAEDecoderConfig(
-            arch=WAN22_VAE_ARCH,
-            checkpoint_path=str(files.vae) if files else None,
-            weights_dtype=torch.float32,
-            compute_dtype=torch.float32,
-        ),
+        decoder=_vae_decoder(WAN22_VAE_ARCH, files),
     )
 
 
@@ -250,12 +261,7 @@ def wan22_t2v_a14b(checkpoint_dir: str | Path | None = None, *, seed: int | None
             scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=40, shift=12.0),
             seed=seed,
         ),
-        decoder=WanVAEDecoderConfig(
-            arch=WAN21_VAE_ARCH,
-            checkpoint_path=str(files.vae) if files else None,
-            weights_dtype=torch.float32,
-            compute_dtype=torch.float32,
-        ),
+        decoder=_vae_decoder(WAN21_VAE_ARCH, files),
     )
 
 

@@ -168,7 +168,8 @@ def detect_layout(keys: list[str] | Mapping[str, object]) -> Layout:
     i2v = [k for k in names if any(m in k for m in _I2V_MARKERS)]
     if i2v:
         raise ValueError(
-            f"this is a Wan image-to-video checkpoint ({i2v[0]!r}, ...): only the text-to-video DiT is supported"
+            f"this is a Wan 2.1 image-to-video checkpoint with a CLIP image branch ({i2v[0]!r}, ...), which is not "
+            "supported; image-to-video runs on Wan 2.2 TI2V-5B (wan2.2-ti2v-5b --image)"
         )
     orig = sum(any(m in k for m in _ORIGINAL_MARKERS) for k in names)
     diff = sum(any(m in k for m in _DIFFUSERS_MARKERS) for k in names)
