@@ -25,7 +25,6 @@ DiT and VAE, for tests and CPU smoke runs.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +59,6 @@ __all__ = [
     "iter_video_blocks",
     "WAN_FPS",
 ]
-
-logger = logging.getLogger(__name__)
 
 WAN_FPS = 16
 """Frame rate of Wan 2.1 videos."""

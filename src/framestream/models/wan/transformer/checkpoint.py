@@ -373,9 +373,9 @@ def load_wan_transformer(
                 f"{config_path} describes another Wan DiT than the requested architecture "
                 f"(field: checkpoint vs requested) {diff}"
             )
-    source = f"{path} ({found} layout)"
     with torch.device("meta"):
         dit = WanDiT(arch, time_embedding_fp64=time_embedding_fp64)
+    source = f"{path} ({found} layout)"
     try:
         load_state_dict_strict(dit, state_dict, source, dtype=dtype, device=device, keep_fp32=keep_in_fp32)
     except CheckpointMismatchError as err:

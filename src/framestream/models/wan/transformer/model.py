@@ -156,7 +156,8 @@ class WanBlock(nn.Module):
         self_kv: Any = None,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``x: [B, L, C]``; ``modulation: [B, G, 6, C]`` fp32 (see :func:`modulate`); ``self_kv(k, v) -> (k_all, v_all)`` for causal mode."""
+        """``x: [B, L, C]``; ``modulation: [B, G, 6, C]`` fp32, one row per run of ``L / G`` tokens
+        (see :func:`modulate`); ``self_kv(k, v) -> (k_all, v_all)`` for causal mode."""
         shift, scale, gate, c_shift, c_scale, c_gate = (self.scale_shift_table.float()[:, None] + modulation).unbind(2)
 
         # 1. self-attention
