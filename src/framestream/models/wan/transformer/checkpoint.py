@@ -349,8 +349,6 @@ def load_wan_transformer(
     found = detect_layout(state_dict) if layout == "auto" else layout
     if found == "original":
         state_dict = to_diffusers_layout(state_dict)
-    if arch is not None:  # the tensors decide which model this is, before any config file is consulted
-        check_wan_checkpoint_model({k: tuple(v.shape) for k, v in state_dict.items()}, arch, f"{path} ({found} layout)")
     config_path = _find_config(path)
     if arch is None:
         if config_path is not None:
