@@ -210,35 +210,29 @@ def wan22_ti2v_5b_tiny(
     text_encoder_dir: str | Path | None = None, *, seed: int | None = 0
 ) -> StreamInferencePipelineConfig:
     """Tiny random-weight stand-in of ``wan2.2-ti2v-5b`` (3 latent frames of 4x6 -> 9 frames of 96x64, 4 UniPC steps)."""
-    return StreamInferencePipelineConfig(
+    tiny = {"arch": WAN22_TINY, "allow_random_init": True, "dtype": torch.float32, "num_frames": 3, "height": 4, "width": 6}
+    return derive_config(  # the real recipe's structure, shrunk
+        wan22_ti2v_5b(seed=seed),
         name="wan2.2-ti2v-5b-tiny",
-        diffusion_model=DiffusionModelConfig(
-            transformer=WanTI2VTransformerConfig(
-                arch=WAN22_TINY,
-                allow_random_init=True,
-                dtype=torch.float32,
-                num_frames=3,
-                height=4,
-                width=6,
-                guidance_scale=5.0,
-                context_encoder=_tiny_text_encoder(text_encoder_dir),
-            ),
-            scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=4, shift=5.0),
-            seed=seed,
-        ),
-        decoder=WanVAEDecoderConfig(arch=tiny_wan22_arch(4)),
+        diffusion_model={
+            "transformer": {**tiny, "context_encoder": _tiny_text_encoder(text_encoder_dir)},
+            "scheduler": {"num_inference_steps": 4},
+        },
+        decoder={"arch": tiny_wan22_arch(4)},
     )
 
 
-def _a14b_expert(arch: WanTransformerArchConfig, path: str | None, guidance: float, **shape: int) -> WanTransformerConfig:
+def _a14b_expert(path: str | None, guidance: float) -> WanTransformerConfig:
+    """One A14B expert: 81 frames at 1280x720 (21 latent frames of 90x160), bf16."""
     return WanTransformerConfig(
-        arch=arch,
+        arch=WAN22_A14B,
         checkpoint_path=path,
-        allow_random_init=path is None and arch is WAN_TINY,
-        dtype=torch.bfloat16 if arch is not WAN_TINY else torch.float32,
+        dtype=torch.bfloat16,
+        num_frames=21,
+        height=90,
+        width=160,
         causal=False,
         guidance_scale=guidance,
-        **shape,
     )
 
 
@@ -246,15 +240,12 @@ def wan22_t2v_a14b(checkpoint_dir: str | Path | None = None, *, seed: int | None
     """Wan 2.2 T2V-A14B: high-/low-noise 14B experts split at t=875, 81 frames at 1280x720, UniPC 40 steps, shift 12."""
     name = "wan2.2-t2v-a14b"
     files = resolve_wan22_files(checkpoint_dir, "t2v-a14b") if checkpoint_dir is not None else None
-    shape = {"num_frames": 21, "height": 90, "width": 160}
     return StreamInferencePipelineConfig(
         name=name,
         diffusion_model=DiffusionModelConfig(
             transformer=TwoExpertTransformerConfig(
-                high_noise=_a14b_expert(WAN22_A14B, _checked_dit(files.dit if files else None, WAN22_A14B, name), 4.0, **shape),
-                low_noise=_a14b_expert(
-                    WAN22_A14B, _checked_dit(files.low_noise_dit if files else None, WAN22_A14B, name), 3.0, **shape
-                ),
+                high_noise=_a14b_expert(_checked_dit(files.dit if files else None, WAN22_A14B, name), 4.0),
+                low_noise=_a14b_expert(_checked_dit(files.low_noise_dit if files else None, WAN22_A14B, name), 3.0),
                 boundary=WAN22_T2V_A14B_BOUNDARY,
                 context_encoder=_text_encoder(files),
             ),
@@ -269,22 +260,19 @@ def wan22_t2v_a14b_tiny(
     text_encoder_dir: str | Path | None = None, *, seed: int | None = 0
 ) -> StreamInferencePipelineConfig:
     """Tiny random-weight stand-in of ``wan2.2-t2v-a14b`` (two tiny experts split at t=875, 4 UniPC steps)."""
-    shape = {"num_frames": 3, "height": 4, "width": 6}
-    high = derive_config(_a14b_expert(WAN_TINY, None, 4.0, **shape), init_seed=1)
-    low = derive_config(_a14b_expert(WAN_TINY, None, 3.0, **shape), init_seed=2)
-    return StreamInferencePipelineConfig(
+    tiny = {"arch": WAN_TINY, "allow_random_init": True, "dtype": torch.float32, "num_frames": 3, "height": 4, "width": 6}
+    return derive_config(  # the real recipe's structure, shrunk
+        wan22_t2v_a14b(seed=seed),
         name="wan2.2-t2v-a14b-tiny",
-        diffusion_model=DiffusionModelConfig(
-            transformer=TwoExpertTransformerConfig(
-                high_noise=high,
-                low_noise=low,
-                boundary=WAN22_T2V_A14B_BOUNDARY,
-                context_encoder=_tiny_text_encoder(text_encoder_dir),
-            ),
-            scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=4, shift=12.0),
-            seed=seed,
-        ),
-        decoder=WanVAEDecoderConfig(arch=tiny_wan21_arch(4)),
+        diffusion_model={
+            "transformer": {
+                "high_noise": {**tiny, "init_seed": 1},
+                "low_noise": {**tiny, "init_seed": 2},
+                "context_encoder": _tiny_text_encoder(text_encoder_dir),
+            },
+            "scheduler": {"num_inference_steps": 4},
+        },
+        decoder={"arch": tiny_wan21_arch(4)},
     )
 
 
