@@ -16,6 +16,7 @@ from framestream.diffusion.two_expert import (
     expert_for_timestep,
 )
 from framestream.models.wan.transformer import WAN_TINY, WanTransformerConfig
+from test_wan_recipes import umt5_dir  # noqa: F401  (fixture: a tiny UMT5 encoder + tokenizer on disk)
 
 # UniPC, shift 5, 10 steps: int(1000 * w(s)) for s = linspace(1, 0.001, 11)[:-1], w(s) = 5s / (1 + 4s)
 # (worked out by hand, see REFERENCE §4), and the split at the I2V-A14B boundary 0.9 (t >= 900 -> high noise).
@@ -172,3 +173,26 @@ def test_config_checks():
         TwoExpertTransformerConfig(
             high_noise=_expert(1, 1.0), low_noise=dataclasses.replace(_expert(2, 1.0), num_frames=4)
         ).setup()
+
+
+
+def test_prompts_are_encoded_once_for_both_experts(umt5_dir, tmp_path):
+    from framestream.recipes import RECIPES, generate_video
+
+    config = RECIPES["wan2.2-t2v-a14b-tiny"](umt5_dir)
+    model = config.diffusion_model.setup().eval()
+    wrapper = model.transformer
+    assert wrapper.high_noise.context_encoder is None and wrapper.low_noise.context_encoder is None
+    calls = []
+    original = wrapper.context_encoder.forward
+    wrapper.context_encoder.forward = lambda prompts: calls.append(list(prompts)) or original(prompts)
+    cache = wrapper.initialize_autoregressive_cache(prompt=["a red fox"])
+    assert calls == [["a red fox"], [""]]  # prompt and (default) negative prompt, once each for both experts
+    with torch.no_grad():
+        text = torch.cat([original(["a red fox"]), original([""])])
+        for name in ("high_noise", "low_noise"):
+            expected_k, _ = wrapper.expert(name).dit.cross_attention_kv(text)
+            assert torch.equal(cache.of(name).cross_k[0], expected_k[0])  # each expert's own text keys
+    assert not torch.equal(cache.high_noise.cross_k[0], cache.low_noise.cross_k[0])
+    result = generate_video(config, "a red fox", tmp_path / "fox.mp4")  # and the recipe runs end to end
+    assert result["frames"] == 9

@@ -258,3 +258,18 @@ def test_decode_streams_chunk_by_chunk_with_the_same_frames(tmp_path):
     blocks = []
     result = generate_video(RECIPES["wan2.2-t2v-a14b-tiny"](), "a dog", tmp_path / "a.mp4", on_block=lambda i, n: blocks.append(n))
     assert blocks == [9] and result["frames"] == 9
+
+
+def test_real_shaped_5b_checkpoint_passes_the_recipe_check(tmp_path):
+    root = tmp_path / "Wan2.2-TI2V-5B-Diffusers"
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in WanDiT(WAN22_TI2V_5B).state_dict().items()}
+    _write_sparse_safetensors(root / "transformer" / "diffusion_pytorch_model.safetensors", shapes)
+    for name in ("vae/config.json", "text_encoder/config.json", "tokenizer/tokenizer.json"):
+        _touch(root / name)
+    config = RECIPES["wan2.2-ti2v-5b"](tmp_path)
+    transformer = config.diffusion_model.transformer
+    assert transformer.checkpoint_path == str(root / "transformer")
+    assert transformer.context_encoder.checkpoint_path == str(root / "text_encoder")
+    assert config.decoder.checkpoint_path == str(root / "vae")
+    assert with_image_conditioning(config).encoder.checkpoint_path == str(root / "vae")

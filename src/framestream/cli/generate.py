@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checkpoint-dir",
         type=Path,
-        help="folder with the weights (Wan-AI/Wan2.1-T2V-1.3B[-Diffusers], plus gdhe17/Self-Forcing for self-forcing); "
+        help="folder with the weights (Wan-AI/Wan2.1-T2V-1.3B[-Diffusers], plus gdhe17/Self-Forcing for self-forcing; "
+        "Wan-AI/Wan2.2-TI2V-5B or Wan2.2-T2V-A14B[-Diffusers] for wan2.2); "
         "for -tiny recipes: optional small UMT5 + tokenizer folder",
     )
     parser.add_argument("-o", "--output", type=Path, default=Path("outputs/wan.mp4"), help="output video (default: outputs/wan.mp4)")

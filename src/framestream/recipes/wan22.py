@@ -29,7 +29,6 @@ from framestream.config import derive_config
 from framestream.diffusion.model import DiffusionModelConfig
 from framestream.diffusion.schedulers.unipc import FlowMatchUniPCSchedulerConfig
 from framestream.diffusion.two_expert import WAN22_T2V_A14B_BOUNDARY, TwoExpertTransformerConfig
-from framestream.models.wan.text_encoder import WAN_NEGATIVE_PROMPT, UMT5TextEncoderConfig
 from framestream.models.wan.transformer.checkpoint import check_wan_checkpoint_file
 from framestream.models.wan.transformer.config import (
     WAN22_A14B,
@@ -49,7 +48,7 @@ from framestream.models.wan.vae.config import (
 )
 from framestream.models.wan.vae.streaming import WanVAEDecoderConfig, WanVAEEncoderConfig
 from framestream.pipeline.config import StreamInferencePipelineConfig
-from framestream.recipes.wan import MissingWeightsError, _find_dit, _first, _tiny_text_encoder
+from framestream.recipes.wan import MissingWeightsError, _find_dit, _first, _text_encoder, _tiny_text_encoder
 
 __all__ = [
     "WAN22_RECIPES",
@@ -146,17 +145,6 @@ def resolve_wan22_files(checkpoint_dir: str | Path, model: str = "ti2v-5b") -> W
         lines = [f"missing Wan 2.2 {model.upper()} weights in {checkpoint_dir}:"] + [f"  - {m}" for m in missing]
         raise MissingWeightsError("\n".join(lines + [help_line]))
     return Wan22Files(dit=dit, vae=vae, text_encoder=text, tokenizer=tokenizer, low_noise_dit=low)  # type: ignore[arg-type]
-
-
-def _text_encoder(files: Wan22Files | None) -> UMT5TextEncoderConfig | None:
-    if files is None:
-        return None
-    return UMT5TextEncoderConfig(
-        checkpoint_path=str(files.text_encoder),
-        tokenizer_path=str(files.tokenizer),
-        dtype=torch.bfloat16,
-        negative_prompt=WAN_NEGATIVE_PROMPT,
-    )
 
 
 def _vae_decoder(arch: WanVAEArchConfig, files: Wan22Files | None) -> WanVAEDecoderConfig:
