@@ -187,7 +187,7 @@ def wan22_ti2v_5b(checkpoint_dir: str | Path | None = None, *, seed: int | None 
                 guidance_scale=5.0,
                 context_encoder=_text_encoder(files),
             ),
-            scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=50, shift=5.0),
+            scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=50, shift=5.0, enable_tqdm=True),
             seed=seed,
         ),
         decoder=_vae_decoder(WAN22_VAE_ARCH, files),
@@ -204,7 +204,7 @@ def wan22_ti2v_5b_tiny(
         name="wan2.2-ti2v-5b-tiny",
         diffusion_model={
             "transformer": {**tiny, "context_encoder": _tiny_text_encoder(text_encoder_dir)},
-            "scheduler": {"num_inference_steps": 4},
+            "scheduler": {"num_inference_steps": 4, "enable_tqdm": False},
         },
         decoder={"arch": tiny_wan22_arch(4)},
     )
@@ -237,7 +237,7 @@ def wan22_t2v_a14b(checkpoint_dir: str | Path | None = None, *, seed: int | None
                 boundary=WAN22_T2V_A14B_BOUNDARY,
                 context_encoder=_text_encoder(files),
             ),
-            scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=40, shift=12.0),
+            scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=40, shift=12.0, enable_tqdm=True),
             seed=seed,
         ),
         decoder=_vae_decoder(WAN21_VAE_ARCH, files),
@@ -258,7 +258,7 @@ def wan22_t2v_a14b_tiny(
                 "low_noise": {**tiny, "init_seed": 2},
                 "context_encoder": _tiny_text_encoder(text_encoder_dir),
             },
-            "scheduler": {"num_inference_steps": 4},
+            "scheduler": {"num_inference_steps": 4, "enable_tqdm": False},
         },
         decoder={"arch": tiny_wan21_arch(4)},
     )
