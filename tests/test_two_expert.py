@@ -196,3 +196,57 @@ def test_prompts_are_encoded_once_for_both_experts(umt5_dir, tmp_path):
     assert not torch.equal(cache.high_noise.cross_k[0], cache.low_noise.cross_k[0])
     result = generate_video(config, "a red fox", tmp_path / "fox.mp4")  # and the recipe runs end to end
     assert result["frames"] == 9
+
+
+@pytest.mark.filterwarnings("ignore:Passing `image` as torch tensor:FutureWarning")
+def test_i2v_a14b_matches_diffusers_image_to_video_two_stage():
+    """I2V-A14B: 36-channel experts fed [noise, mask, latents of (image, black frames)], split at t=900."""
+    diffusers = pytest.importorskip("diffusers")
+    from test_wan22_ti2v import _randomize, diffusers_unipc
+
+    from framestream.recipes import RECIPES
+
+    config = RECIPES["wan2.2-i2v-a14b-tiny"]()
+    pipeline = config.setup().eval()  # with the tiny Wan 2.1 VAE decoder; we compare latents
+    vae_arch = config.decoder.arch
+    ref_vae = diffusers.AutoencoderKLWan(**vae_arch.to_diffusers_kwargs()).eval()
+    _randomize(ref_vae, seed=5, std=0.3, gamma_one=True)
+    result = pipeline.encoder.video_encoder.vae.load_state_dict(ref_vae.state_dict(), strict=False)
+    assert not result.missing_keys
+    wrapper = pipeline.diffusion_model.transformer
+    refs = {}
+    for name in ("high_noise", "low_noise"):
+        dit = wrapper.expert(name).dit
+        ref = diffusers.WanTransformer3DModel(**dit.arch.to_diffusers_config()).eval()
+        _randomize(ref, seed=10 if name == "high_noise" else 20)
+        dit.load_state_dict(ref.state_dict(), strict=True)
+        refs[name] = ref
+    assert refs["high_noise"].config.in_channels == 36 and refs["high_noise"].config.out_channels == 16
+
+    gen = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 3, 1, 32, 48, generator=gen) * 2 - 1
+    text = torch.randn(1, 5, WAN_TINY.text_dim, generator=gen)
+    negative = torch.randn(1, 5, WAN_TINY.text_dim, generator=gen)
+    # Latents straight from the diffusion model (the pipeline's generate would also decode them).
+    cache = wrapper.initialize_autoregressive_cache(text_embeddings=text, negative_text_embeddings=negative)
+    with torch.no_grad():
+        condition = pipeline.encoder(image, 0, pipeline.encoder.initialize_autoregressive_cache())
+    latents, _ = pipeline.diffusion_model.generate(0, cache, condition)
+    assert condition.shape == (1, 20, 3, 4, 6) and torch.equal(condition[:, :4, 0], torch.ones(1, 4, 4, 6))
+    assert not condition[:, :4, 1:].any()
+
+    pipe = diffusers.WanImageToVideoPipeline(
+        tokenizer=None, text_encoder=None, vae=ref_vae, scheduler=diffusers_unipc(shift=5.0),
+        transformer=refs["high_noise"], transformer_2=refs["low_noise"], image_processor=None, image_encoder=None,
+        boundary_ratio=WAN22_I2V_A14B_BOUNDARY,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    noise = torch.randn((1, 16, 3, 4, 6), generator=torch.Generator().manual_seed(0))  # the recipe's seed 0
+    with torch.no_grad():
+        expected = pipe(
+            image=image[:, :, 0], prompt_embeds=text, negative_prompt_embeds=negative, height=32, width=48,
+            num_frames=9, num_inference_steps=4, guidance_scale=3.5, guidance_scale_2=3.5, latents=noise,
+            output_type="latent",
+        ).frames  # fmt: skip
+    assert (latents - expected).abs().max().item() <= 1e-4
+    assert expected.abs().max() > 0.1

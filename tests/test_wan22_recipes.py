@@ -18,6 +18,7 @@ from framestream.io.video import read_video
 from framestream.models.wan.transformer import (
     WAN21_T2V_1_3B,
     WAN22_A14B,
+    WAN22_I2V_A14B,
     WAN22_TI2V_5B,
     WAN22_TINY,
     WAN_TINY,
@@ -65,9 +66,18 @@ def test_published_defaults():
     assert (tr.high_noise.num_frames, tr.high_noise.height, tr.high_noise.width) == (21, 90, 160)
     assert (sched.num_inference_steps, sched.shift) == (40, 12.0) and a14b.decoder.arch == WAN21_VAE_ARCH
 
+    i2v = RECIPES["wan2.2-i2v-a14b"]()
+    tr, sched = i2v.diffusion_model.transformer, i2v.diffusion_model.scheduler
+    assert isinstance(tr, TwoExpertTransformerConfig) and tr.boundary == 0.9
+    assert tr.high_noise.arch == tr.low_noise.arch == WAN22_I2V_A14B and WAN22_I2V_A14B.in_channels == 36
+    assert (tr.high_noise.guidance_scale, tr.low_noise.guidance_scale) == (3.5, 3.5)
+    assert (sched.num_inference_steps, sched.shift) == (40, 5.0) and i2v.decoder.arch == WAN21_VAE_ARCH
+    assert i2v.encoder.num_frames == 81 and i2v.encoder.vae.arch == WAN21_VAE_ARCH  # image + 80 black frames
+
 
 def test_recipes_round_trip_and_derive(tmp_path):
-    for name in ("wan2.2-ti2v-5b", "wan2.2-t2v-a14b", "wan2.2-ti2v-5b-tiny", "wan2.2-t2v-a14b-tiny"):
+    for name in ("wan2.2-ti2v-5b", "wan2.2-t2v-a14b", "wan2.2-i2v-a14b", "wan2.2-ti2v-5b-tiny", "wan2.2-t2v-a14b-tiny",
+                 "wan2.2-i2v-a14b-tiny"):  # fmt: skip
         config = RECIPES[name]()
         save_config(config, tmp_path / f"{name}.yaml")
         assert load_config(tmp_path / f"{name}.yaml") == config
@@ -102,6 +112,13 @@ def test_resolve_wan22_files_both_layouts(tmp_path):
         _touch(diff / name)
     files = resolve_wan22_files(diff, "t2v-a14b")
     assert (files.dit, files.low_noise_dit) == (diff / "transformer", diff / "transformer_2")
+
+    i2v = tmp_path / "i2v" / "Wan2.2-I2V-A14B"
+    for name in ("high_noise_model/diffusion_pytorch_model.safetensors", "low_noise_model/diffusion_pytorch_model.safetensors",
+                 "Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth", "google/umt5-xxl/tokenizer.json"):  # fmt: skip
+        _touch(i2v / name)
+    files = resolve_wan22_files(tmp_path / "i2v", "i2v-a14b")
+    assert (files.dit, files.low_noise_dit) == (i2v / "high_noise_model", i2v / "low_noise_model")
 
     a14b = tmp_path / "a14b"
     for name in ("high_noise_model/diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth"):
@@ -211,6 +228,18 @@ def test_generate_cli_image_to_video(tmp_path, image_png, capsys):
     assert rc == 0 and read_video(out)[0].shape == (9, 64, 128, 3)
 
 
+def test_generate_cli_i2v_a14b(tmp_path, image_png, capsys):
+    out = tmp_path / "a14b.mp4"
+    rc = main(["generate", "wan2.2-i2v-a14b-tiny", "--prompt", "a cat", "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "is image-to-video: pass --image" in err and not out.exists()
+    rc = main(["generate", "wan2.2-i2v-a14b-tiny", "--prompt", "a cat", "--image", str(image_png), "--crop", "96x64",
+               "-o", str(out)])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    video, fps = read_video(out)
+    assert video.shape == (9, 64, 96, 3) and fps == 16
+
+
 def test_generate_cli_image_errors(tmp_path, image_png, capsys):
     out = tmp_path / "bad.mp4"
     bad = tmp_path / "bad.png"
@@ -222,6 +251,7 @@ def test_generate_cli_image_errors(tmp_path, image_png, capsys):
         (["wan2.2-ti2v-5b-tiny", "--image", str(image_png), "--crop", "100x64"], "multiple of 32"),
         (["wan2.2-ti2v-5b-tiny", "--image", str(image_png), "--crop", "160x64"], "larger than the image"),
         (["wan2.1-t2v-1.3b-tiny", "--image", str(image_png)], "text-to-video only"),
+        (["wan2.2-t2v-a14b-tiny", "--image", str(image_png)], "text-to-video only"),
         (["wan2.2-ti2v-5b-tiny", "--resize", "96x64"], "fit the --image"),
     ]
     for extra, message in cases:

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoint-dir",
         type=Path,
         help="folder with the weights (Wan-AI/Wan2.1-T2V-1.3B[-Diffusers], plus gdhe17/Self-Forcing for self-forcing; "
-        "Wan-AI/Wan2.2-TI2V-5B or Wan2.2-T2V-A14B[-Diffusers] for wan2.2); "
+        "Wan-AI/Wan2.2-TI2V-5B, -T2V-A14B or -I2V-A14B[-Diffusers] for wan2.2); "
         "for -tiny recipes: optional small UMT5 + tokenizer folder",
     )
     parser.add_argument("-o", "--output", type=Path, default=Path("outputs/wan.mp4"), help="output video (default: outputs/wan.mp4)")
@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     image = None
     if args.image is not None:  # checked from the image header before any model is built
         config, image = _conditioning_image(args, config)
+    elif config.encoder is not None:
+        raise ValueError(f"{args.recipe} is image-to-video: pass --image PATH (and --resize / --crop WxH to fit it)")
     if args.print_config:
         print(config)
         return 0
@@ -143,6 +145,8 @@ def _hub_repo(recipe: str) -> str:
         return "Wan2.2-TI2V-5B"
     if recipe.startswith("wan2.2-t2v-a14b"):
         return "Wan2.2-T2V-A14B"
+    if recipe.startswith("wan2.2-i2v-a14b"):
+        return "Wan2.2-I2V-A14B"
     return "Wan2.1-T2V-1.3B"
 
 

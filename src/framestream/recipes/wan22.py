@@ -28,17 +28,21 @@ import torch
 from framestream.config import derive_config
 from framestream.diffusion.model import DiffusionModelConfig
 from framestream.diffusion.schedulers.unipc import FlowMatchUniPCSchedulerConfig
-from framestream.diffusion.two_expert import WAN22_T2V_A14B_BOUNDARY, TwoExpertTransformerConfig
+from framestream.diffusion.two_expert import WAN22_I2V_A14B_BOUNDARY, WAN22_T2V_A14B_BOUNDARY, TwoExpertTransformerConfig
 from framestream.models.wan.transformer.checkpoint import check_wan_checkpoint_file
 from framestream.models.wan.transformer.config import (
     WAN22_A14B,
+    WAN22_I2V_A14B,
+    WAN22_I2V_TINY,
     WAN22_TI2V_5B,
     WAN22_TINY,
     WAN_TINY,
     WanTransformerArchConfig,
     WanTransformerConfig,
 )
+from framestream.models.wan.transformer.i2v import WanI2VTransformerConfig
 from framestream.models.wan.transformer.ti2v import WanTI2VTransformerConfig
+from framestream.models.wan.vae.i2v_condition import WanI2VConditionEncoderConfig
 from framestream.models.wan.vae.config import (
     WAN21_VAE_ARCH,
     WAN22_VAE_ARCH,
@@ -59,6 +63,8 @@ __all__ = [
     "wan22_ti2v_5b_tiny",
     "wan22_t2v_a14b",
     "wan22_t2v_a14b_tiny",
+    "wan22_i2v_a14b",
+    "wan22_i2v_a14b_tiny",
     "with_image_conditioning",
     "with_video_size",
     "recipe_fps",
@@ -67,13 +73,18 @@ __all__ = [
 WAN22_FPS = 24
 """Frame rate of Wan 2.2 TI2V-5B videos (A14B samples at 16 fps, as Wan 2.1)."""
 
-_TI2V_ROOTS = ("", "Wan2.2-TI2V-5B", "Wan2.2-TI2V-5B-Diffusers")
-_A14B_ROOTS = ("", "Wan2.2-T2V-A14B", "Wan2.2-T2V-A14B-Diffusers")
+_ROOTS = {
+    "ti2v-5b": ("", "Wan2.2-TI2V-5B", "Wan2.2-TI2V-5B-Diffusers"),
+    "t2v-a14b": ("", "Wan2.2-T2V-A14B", "Wan2.2-T2V-A14B-Diffusers"),
+    "i2v-a14b": ("", "Wan2.2-I2V-A14B", "Wan2.2-I2V-A14B-Diffusers"),
+}
 _DOWNLOAD_HELP = {
     "ti2v-5b": "huggingface-cli download Wan-AI/Wan2.2-TI2V-5B --local-dir {dir}  "
     "(or Wan-AI/Wan2.2-TI2V-5B-Diffusers)",
     "t2v-a14b": "huggingface-cli download Wan-AI/Wan2.2-T2V-A14B --local-dir {dir}  "
     "(or Wan-AI/Wan2.2-T2V-A14B-Diffusers)",
+    "i2v-a14b": "huggingface-cli download Wan-AI/Wan2.2-I2V-A14B --local-dir {dir}  "
+    "(or Wan-AI/Wan2.2-I2V-A14B-Diffusers)",
 }
 
 
@@ -103,7 +114,7 @@ def _a14b_dits(roots: list[Path]) -> tuple[Path | None, Path | None]:
 def resolve_wan22_files(checkpoint_dir: str | Path, model: str = "ti2v-5b") -> Wan22Files:
     """Find a Wan 2.2 model's weights under ``checkpoint_dir`` (original or diffusers layout), or raise naming what is missing.
 
-    ``model`` is ``"ti2v-5b"`` (DiT, ``Wan2.2_VAE.pth`` or ``vae/``) or ``"t2v-a14b"``
+    ``model`` is ``"ti2v-5b"`` (DiT, ``Wan2.2_VAE.pth`` or ``vae/``) or ``"t2v-a14b"`` / ``"i2v-a14b"``
     (``high_noise_model/`` + ``low_noise_model/`` or ``transformer/`` + ``transformer_2/``,
     ``Wan2.1_VAE.pth`` or ``vae/``); both need the UMT5 encoder
     (``models_t5_umt5-xxl-enc-bf16.pth`` or ``text_encoder/``) and its tokenizer
@@ -115,7 +126,7 @@ def resolve_wan22_files(checkpoint_dir: str | Path, model: str = "ti2v-5b") -> W
     help_line = "get them with: " + _DOWNLOAD_HELP[model].format(dir=checkpoint_dir)
     if not checkpoint_dir.is_dir():
         raise MissingWeightsError(f"checkpoint directory {checkpoint_dir} does not exist; {help_line}")
-    names = _TI2V_ROOTS if model == "ti2v-5b" else _A14B_ROOTS
+    names = _ROOTS[model]
     roots = [checkpoint_dir / r if r else checkpoint_dir for r in names if (checkpoint_dir / r).is_dir()]
     missing: list[str] = []
     low = None
@@ -210,10 +221,11 @@ def wan22_ti2v_5b_tiny(
     )
 
 
-def _a14b_expert(path: str | None, guidance: float) -> WanTransformerConfig:
-    """One A14B expert: 81 frames at 1280x720 (21 latent frames of 90x160), bf16."""
-    return WanTransformerConfig(
-        arch=WAN22_A14B,
+def _a14b_expert(path: str | None, guidance: float, image: bool = False) -> WanTransformerConfig:
+    """One A14B expert (T2V, or I2V with ``image``): 81 frames at 1280x720 (21 latent frames of 90x160), bf16."""
+    kind = WanI2VTransformerConfig if image else WanTransformerConfig
+    return kind(
+        arch=WAN22_I2V_A14B if image else WAN22_A14B,
         checkpoint_path=path,
         dtype=torch.bfloat16,
         num_frames=21,
@@ -264,11 +276,57 @@ def wan22_t2v_a14b_tiny(
     )
 
 
+def wan22_i2v_a14b(checkpoint_dir: str | Path | None = None, *, seed: int | None = 0) -> StreamInferencePipelineConfig:
+    """Wan 2.2 I2V-A14B (needs --image): 14B experts split at t=900, 81 frames at 1280x720, UniPC 40 steps, shift 5, CFG 3.5."""
+    name = "wan2.2-i2v-a14b"
+    files = resolve_wan22_files(checkpoint_dir, "i2v-a14b") if checkpoint_dir is not None else None
+    high = _checked_dit(files.dit if files else None, WAN22_I2V_A14B, name)
+    low = _checked_dit(files.low_noise_dit if files else None, WAN22_I2V_A14B, name)
+    config = StreamInferencePipelineConfig(
+        name=name,
+        diffusion_model=DiffusionModelConfig(
+            transformer=TwoExpertTransformerConfig(
+                high_noise=_a14b_expert(high, 3.5, image=True),
+                low_noise=_a14b_expert(low, 3.5, image=True),
+                boundary=WAN22_I2V_A14B_BOUNDARY,
+                context_encoder=_text_encoder(files),
+            ),
+            scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=40, shift=5.0, enable_tqdm=True),
+            seed=seed,
+        ),
+        decoder=_vae_decoder(WAN21_VAE_ARCH, files),
+    )
+    return with_image_conditioning(config)
+
+
+def wan22_i2v_a14b_tiny(
+    text_encoder_dir: str | Path | None = None, *, seed: int | None = 0
+) -> StreamInferencePipelineConfig:
+    """Tiny random-weight stand-in of ``wan2.2-i2v-a14b`` (two tiny 36-channel experts split at t=900, 4 UniPC steps)."""
+    tiny = {"arch": WAN22_I2V_TINY, "allow_random_init": True, "dtype": torch.float32, "num_frames": 3, "height": 4, "width": 6}
+    shrunk = derive_config(  # the real recipe's structure, shrunk; the image encoder is re-derived to match
+        wan22_i2v_a14b(seed=seed),
+        name="wan2.2-i2v-a14b-tiny",
+        diffusion_model={
+            "transformer": {
+                "high_noise": {**tiny, "init_seed": 1},
+                "low_noise": {**tiny, "init_seed": 2},
+                "context_encoder": _tiny_text_encoder(text_encoder_dir),
+            },
+            "scheduler": {"num_inference_steps": 4, "enable_tqdm": False},
+        },
+        decoder={"arch": tiny_wan21_arch(4)},
+    )
+    return with_image_conditioning(shrunk)
+
+
 WAN22_RECIPES = {
     "wan2.2-ti2v-5b": wan22_ti2v_5b,
     "wan2.2-t2v-a14b": wan22_t2v_a14b,
+    "wan2.2-i2v-a14b": wan22_i2v_a14b,
     "wan2.2-ti2v-5b-tiny": wan22_ti2v_5b_tiny,
     "wan2.2-t2v-a14b-tiny": wan22_t2v_a14b_tiny,
+    "wan2.2-i2v-a14b-tiny": wan22_i2v_a14b_tiny,
 }
 """Recipe name -> function ``(checkpoint_dir | None, *, seed) -> StreamInferencePipelineConfig``
 (for ``-tiny`` recipes the argument is an optional small UMT5 directory)."""
@@ -281,15 +339,19 @@ def recipe_fps(config: StreamInferencePipelineConfig) -> float:
 
 
 def with_image_conditioning(config: StreamInferencePipelineConfig) -> StreamInferencePipelineConfig:
-    """The recipe with a Wan VAE encoder that turns the ``[B, 3, 1, H, W]`` image into latent frame 0.
+    """The recipe with the pipeline encoder that turns a ``[B, 3, 1, H, W]`` image into its conditioning.
 
-    The encoder is the recipe decoder's VAE (same architecture and weights file).
-    Raises ``ValueError`` (one line) for a recipe whose transformer cannot condition on an image.
+    TI2V: the Wan VAE encoder (the image becomes latent frame 0). I2V-A14B: the
+    :class:`~framestream.models.wan.vae.i2v_condition.WanI2VConditionEncoder` (mask + latents of
+    the image followed by black frames, sized to the transformer's frame count, so call this
+    after changing ``num_frames``). The VAE is the recipe decoder's (same architecture and
+    weights file). Raises ``ValueError`` (one line) for a text-to-video-only recipe.
     """
     transformer = config.diffusion_model.transformer
-    if not isinstance(transformer, WanTI2VTransformerConfig):
+    expert = getattr(transformer, "high_noise", transformer)
+    if not isinstance(expert, (WanTI2VTransformerConfig, WanI2VTransformerConfig)):
         raise ValueError(
-            f"{config.name} does text-to-video only; image-to-video (--image) needs a TI2V recipe such as wan2.2-ti2v-5b"
+            f"{config.name} does text-to-video only; image-to-video (--image) needs wan2.2-ti2v-5b or wan2.2-i2v-a14b"
         )
     decoder = config.decoder
     if not isinstance(decoder, WanVAEDecoderConfig):
@@ -301,6 +363,9 @@ def with_image_conditioning(config: StreamInferencePipelineConfig) -> StreamInfe
         compute_dtype=decoder.compute_dtype,
         seed=decoder.seed,
     )
+    if isinstance(expert, WanI2VTransformerConfig):
+        frames = 1 + decoder.arch.scale_factor_temporal * (expert.num_frames - 1)
+        return derive_config(config, encoder=WanI2VConditionEncoderConfig(vae=encoder, num_frames=frames))
     return derive_config(config, encoder=encoder)
 
 

@@ -12,6 +12,8 @@ from framestream.models.wan.transformer.config import (
     WAN21_T2V_1_3B,
     WAN21_T2V_14B,
     WAN22_A14B,
+    WAN22_I2V_A14B,
+    WAN22_I2V_TINY,
     WAN22_TI2V_5B,
     WAN22_TINY,
     WAN_ARCH_PRESETS,
@@ -20,6 +22,7 @@ from framestream.models.wan.transformer.config import (
     WanTransformerConfig,
 )
 from framestream.models.wan.transformer.model import WanDiT, WanTransformer
+from framestream.models.wan.transformer.i2v import WanI2VTransformer, WanI2VTransformerConfig
 from framestream.models.wan.transformer.ti2v import WanTI2VTransformer, WanTI2VTransformerConfig
 
 __all__ = [
@@ -33,6 +36,8 @@ __all__ = [
     "WAN21_T2V_1_3B",
     "WAN21_T2V_14B",
     "WAN22_A14B",
+    "WAN22_I2V_A14B",
+    "WAN22_I2V_TINY",
     "WAN22_TI2V_5B",
     "WAN22_TINY",
     "WAN_ARCH_PRESETS",
@@ -41,6 +46,8 @@ __all__ = [
     "WanTransformerConfig",
     "WanDiT",
     "WanTransformer",
+    "WanI2VTransformer",
+    "WanI2VTransformerConfig",
     "WanTI2VTransformer",
     "WanTI2VTransformerConfig",
 ]
