@@ -19,6 +19,7 @@ from framestream.models.wan.transformer import (
     WAN21_T2V_1_3B,
     WAN22_A14B,
     WAN22_I2V_A14B,
+    WAN22_I2V_TINY,
     WAN22_TI2V_5B,
     WAN22_TINY,
     WAN_TINY,
@@ -133,26 +134,27 @@ def test_resolve_wan22_files_both_layouts(tmp_path):
 
 # ------------------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize("layout", ["diffusers", "original"])
-def test_ti2v_dit_checkpoint_round_trip(tmp_path, layout):
+@pytest.mark.parametrize("arch", [WAN22_TINY, WAN22_I2V_TINY], ids=["ti2v", "i2v"])
+def test_wan22_dit_checkpoint_round_trip(tmp_path, layout, arch):
     torch.manual_seed(0)
-    dit = WanDiT(WAN22_TINY).eval()
+    dit = WanDiT(arch).eval()
     save_wan_checkpoint(dit, tmp_path, layout=layout)
     written = json.loads((tmp_path / "config.json").read_text())
     if layout == "original":
-        assert written["model_type"] == "ti2v" and written["in_dim"] == 48
+        assert (written["model_type"], written["in_dim"]) == (("ti2v", 48) if arch is WAN22_TINY else ("i2v", 36))
         from safetensors import safe_open
 
         with safe_open(str(tmp_path / "diffusion_pytorch_model.safetensors"), framework="pt") as f:
             keys = set(f.keys())
         assert "blocks.0.self_attn.q.weight" in keys and "head.modulation" in keys  # real original key names
     loaded = load_wan_transformer(tmp_path, dtype=torch.float32)  # arch from config.json, layout from the keys
-    assert loaded.arch == WAN22_TINY
+    assert loaded.arch == arch
     assert all(torch.equal(a, b) for a, b in zip(dit.state_dict().values(), loaded.state_dict().values()))
-    x, t = torch.randn(1, 48, 2, 4, 6), torch.tensor([[0.0, 700.0]])
-    text = torch.randn(1, 3, WAN22_TINY.text_dim)
+    x, t = torch.randn(1, arch.in_channels, 2, 4, 6), torch.tensor([[0.0, 700.0]])
+    text = torch.randn(1, 3, arch.text_dim)
     with torch.no_grad():
         assert torch.equal(dit(x, t, text), loaded(x, t, text))
-    check_wan_checkpoint_file(tmp_path, WAN22_TINY)  # the right model passes the header check
+    check_wan_checkpoint_file(tmp_path, arch)  # the right model passes the header check
 
 
 def _write_sparse_safetensors(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:

@@ -236,23 +236,63 @@ def _a14b_expert(path: str | None, guidance: float, image: bool = False) -> WanT
     )
 
 
-def wan22_t2v_a14b(checkpoint_dir: str | Path | None = None, *, seed: int | None = 0) -> StreamInferencePipelineConfig:
-    """Wan 2.2 T2V-A14B: high-/low-noise 14B experts split at t=875, 81 frames at 1280x720, UniPC 40 steps, shift 12."""
-    name = "wan2.2-t2v-a14b"
-    files = resolve_wan22_files(checkpoint_dir, "t2v-a14b") if checkpoint_dir is not None else None
-    return StreamInferencePipelineConfig(
+def _a14b_recipe(
+    name: str,
+    checkpoint_dir: str | Path | None,
+    seed: int | None,
+    *,
+    image: bool,
+    boundary: float,
+    guidance: tuple[float, float],
+    shift: float,
+) -> StreamInferencePipelineConfig:
+    """An A14B pipeline: two 14B experts (high, low noise), UniPC 40 steps, Wan 2.1 VAE; ``guidance`` is (high, low)."""
+    files = resolve_wan22_files(checkpoint_dir, name.removeprefix("wan2.2-")) if checkpoint_dir is not None else None
+    arch = WAN22_I2V_A14B if image else WAN22_A14B
+    high = _checked_dit(files.dit if files else None, arch, name)
+    low = _checked_dit(files.low_noise_dit if files else None, arch, name)
+    config = StreamInferencePipelineConfig(
         name=name,
         diffusion_model=DiffusionModelConfig(
             transformer=TwoExpertTransformerConfig(
-                high_noise=_a14b_expert(_checked_dit(files.dit if files else None, WAN22_A14B, name), 4.0),
-                low_noise=_a14b_expert(_checked_dit(files.low_noise_dit if files else None, WAN22_A14B, name), 3.0),
-                boundary=WAN22_T2V_A14B_BOUNDARY,
+                high_noise=_a14b_expert(high, guidance[0], image),
+                low_noise=_a14b_expert(low, guidance[1], image),
+                boundary=boundary,
                 context_encoder=_text_encoder(files),
             ),
-            scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=40, shift=12.0, enable_tqdm=True),
+            scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=40, shift=shift, enable_tqdm=True),
             seed=seed,
         ),
         decoder=_vae_decoder(WAN21_VAE_ARCH, files),
+    )
+    return with_image_conditioning(config) if image else config
+
+
+def _a14b_tiny(
+    real: StreamInferencePipelineConfig, arch: WanTransformerArchConfig, text_encoder_dir: str | Path | None
+) -> StreamInferencePipelineConfig:
+    """The real A14B recipe's structure, shrunk: two tiny random experts, 4 steps, a tiny Wan 2.1 VAE."""
+    tiny = {"arch": arch, "allow_random_init": True, "dtype": torch.float32, "num_frames": 3, "height": 4, "width": 6}
+    shrunk = derive_config(
+        real,
+        name=f"{real.name}-tiny",
+        diffusion_model={
+            "transformer": {
+                "high_noise": {**tiny, "init_seed": 1},
+                "low_noise": {**tiny, "init_seed": 2},
+                "context_encoder": _tiny_text_encoder(text_encoder_dir),
+            },
+            "scheduler": {"num_inference_steps": 4, "enable_tqdm": False},
+        },
+        decoder={"arch": tiny_wan21_arch(4)},
+    )
+    return with_image_conditioning(shrunk) if shrunk.encoder is not None else shrunk  # re-sized image encoder
+
+
+def wan22_t2v_a14b(checkpoint_dir: str | Path | None = None, *, seed: int | None = 0) -> StreamInferencePipelineConfig:
+    """Wan 2.2 T2V-A14B: high-/low-noise 14B experts split at t=875, 81 frames at 1280x720, UniPC 40 steps, shift 12."""
+    return _a14b_recipe(
+        "wan2.2-t2v-a14b", checkpoint_dir, seed, image=False, boundary=WAN22_T2V_A14B_BOUNDARY, guidance=(4.0, 3.0), shift=12.0
     )
 
 
@@ -260,64 +300,21 @@ def wan22_t2v_a14b_tiny(
     text_encoder_dir: str | Path | None = None, *, seed: int | None = 0
 ) -> StreamInferencePipelineConfig:
     """Tiny random-weight stand-in of ``wan2.2-t2v-a14b`` (two tiny experts split at t=875, 4 UniPC steps)."""
-    tiny = {"arch": WAN_TINY, "allow_random_init": True, "dtype": torch.float32, "num_frames": 3, "height": 4, "width": 6}
-    return derive_config(  # the real recipe's structure, shrunk
-        wan22_t2v_a14b(seed=seed),
-        name="wan2.2-t2v-a14b-tiny",
-        diffusion_model={
-            "transformer": {
-                "high_noise": {**tiny, "init_seed": 1},
-                "low_noise": {**tiny, "init_seed": 2},
-                "context_encoder": _tiny_text_encoder(text_encoder_dir),
-            },
-            "scheduler": {"num_inference_steps": 4, "enable_tqdm": False},
-        },
-        decoder={"arch": tiny_wan21_arch(4)},
-    )
+    return _a14b_tiny(wan22_t2v_a14b(seed=seed), WAN_TINY, text_encoder_dir)
 
 
 def wan22_i2v_a14b(checkpoint_dir: str | Path | None = None, *, seed: int | None = 0) -> StreamInferencePipelineConfig:
     """Wan 2.2 I2V-A14B (needs --image): 14B experts split at t=900, 81 frames at 1280x720, UniPC 40 steps, shift 5, CFG 3.5."""
-    name = "wan2.2-i2v-a14b"
-    files = resolve_wan22_files(checkpoint_dir, "i2v-a14b") if checkpoint_dir is not None else None
-    high = _checked_dit(files.dit if files else None, WAN22_I2V_A14B, name)
-    low = _checked_dit(files.low_noise_dit if files else None, WAN22_I2V_A14B, name)
-    config = StreamInferencePipelineConfig(
-        name=name,
-        diffusion_model=DiffusionModelConfig(
-            transformer=TwoExpertTransformerConfig(
-                high_noise=_a14b_expert(high, 3.5, image=True),
-                low_noise=_a14b_expert(low, 3.5, image=True),
-                boundary=WAN22_I2V_A14B_BOUNDARY,
-                context_encoder=_text_encoder(files),
-            ),
-            scheduler=FlowMatchUniPCSchedulerConfig(num_inference_steps=40, shift=5.0, enable_tqdm=True),
-            seed=seed,
-        ),
-        decoder=_vae_decoder(WAN21_VAE_ARCH, files),
+    return _a14b_recipe(
+        "wan2.2-i2v-a14b", checkpoint_dir, seed, image=True, boundary=WAN22_I2V_A14B_BOUNDARY, guidance=(3.5, 3.5), shift=5.0
     )
-    return with_image_conditioning(config)
 
 
 def wan22_i2v_a14b_tiny(
     text_encoder_dir: str | Path | None = None, *, seed: int | None = 0
 ) -> StreamInferencePipelineConfig:
     """Tiny random-weight stand-in of ``wan2.2-i2v-a14b`` (two tiny 36-channel experts split at t=900, 4 UniPC steps)."""
-    tiny = {"arch": WAN22_I2V_TINY, "allow_random_init": True, "dtype": torch.float32, "num_frames": 3, "height": 4, "width": 6}
-    shrunk = derive_config(  # the real recipe's structure, shrunk; the image encoder is re-derived to match
-        wan22_i2v_a14b(seed=seed),
-        name="wan2.2-i2v-a14b-tiny",
-        diffusion_model={
-            "transformer": {
-                "high_noise": {**tiny, "init_seed": 1},
-                "low_noise": {**tiny, "init_seed": 2},
-                "context_encoder": _tiny_text_encoder(text_encoder_dir),
-            },
-            "scheduler": {"num_inference_steps": 4, "enable_tqdm": False},
-        },
-        decoder={"arch": tiny_wan21_arch(4)},
-    )
-    return with_image_conditioning(shrunk)
+    return _a14b_tiny(wan22_i2v_a14b(seed=seed), WAN22_I2V_TINY, text_encoder_dir)
 
 
 WAN22_RECIPES = {

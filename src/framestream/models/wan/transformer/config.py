@@ -141,8 +141,11 @@ class WanTransformerArchConfig(PrintableConfig):
     def from_original_config(cls, config: dict[str, Any]) -> "WanTransformerArchConfig":
         """Build from the original Wan ``config.json`` (``WanModel``: dim, num_heads, in_dim, ...)."""
         model_type = config.get("model_type", "t2v")
-        if model_type not in ("t2v", "ti2v", "i2v"):  # Wan 2.1 i2v (CLIP branch) is refused by its keys
-            raise ValueError(f"only Wan t2v / ti2v / i2v checkpoints are supported, this one is model_type={model_type!r}")
+        supported = "only Wan t2v, ti2v and Wan 2.2 i2v (noise + mask + condition channels) DiTs are supported"
+        if model_type not in ("t2v", "ti2v", "i2v"):  # Wan 2.1 i2v (CLIP branch) is also refused by its keys
+            raise ValueError(f"{supported}; this one is model_type={model_type!r}")
+        if model_type == "i2v" and int(config.get("in_dim", 16)) != 2 * int(config.get("out_dim", 16)) + 4:
+            raise ValueError(f"{supported}; this model_type='i2v' config has in_dim {config.get('in_dim', 16)}")
         dim = int(config["dim"])
         heads = int(config["num_heads"])
         if dim % heads:
