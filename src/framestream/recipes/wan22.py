@@ -1,4 +1,4 @@
-"""Wan 2.2 recipes: TI2V-5B (text- and image-to-video) and T2V-A14B (two experts).
+"""Wan 2.2 recipes: TI2V-5B (text- and image-to-video), T2V-A14B and I2V-A14B (two experts).
 
 ``wan2.2-ti2v-5b``
     Wan 2.2 TI2V-5B as its official config samples it: one bidirectional clip of 121
@@ -13,6 +13,12 @@
     low-noise one below (:mod:`framestream.diffusion.two_expert`), guidance 4.0 / 3.0
     (high / low), UniPC 40 steps with shift 12.0, 81 frames at 1280x720 and 16 fps on the
     Wan 2.1 VAE. Only the active expert sits on the device; the other waits on the CPU.
+
+``wan2.2-i2v-a14b``
+    Wan 2.2 I2V-A14B (an image is required): two 14B experts taking 36 input channels
+    (noise, first-frame mask, latents of the image followed by black frames; see
+    :mod:`framestream.models.wan.transformer.i2v`), split at ``t >= 900``, guidance 3.5 for
+    both, UniPC 40 steps with shift 5.0, 81 frames at 1280x720 and 16 fps, Wan 2.1 VAE.
 
 The ``-tiny`` variants keep each pipeline's structure with random few-thousand-parameter
 networks, for tests and CPU smoke runs.
