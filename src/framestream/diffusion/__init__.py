@@ -2,6 +2,7 @@
 
 from framestream.diffusion.model import DiffusionModel, DiffusionModelConfig, FinalState
 from framestream.diffusion.transformer import Transformer, TransformerAutoregressiveCache, TransformerConfig
+from framestream.diffusion.two_expert import TwoExpertCache, TwoExpertTransformer, TwoExpertTransformerConfig
 
 __all__ = [
     "DiffusionModel",
@@ -10,4 +11,7 @@ __all__ = [
     "Transformer",
     "TransformerAutoregressiveCache",
     "TransformerConfig",
+    "TwoExpertCache",
+    "TwoExpertTransformer",
+    "TwoExpertTransformerConfig",
 ]

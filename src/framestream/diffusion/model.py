@@ -91,13 +91,7 @@ class DiffusionModel(nn.Module, Generic[TransformerCacheT]):
 
     # ------------------------------------------------------------------ placement
     def _reference_tensor(self) -> torch.Tensor | None:
-        for tensor in self.transformer.parameters():
-            if tensor.is_floating_point():
-                return tensor
-        for tensor in self.transformer.buffers():
-            if tensor.is_floating_point():
-                return tensor
-        return None
+        return self.transformer.placement_tensor()
 
     @property
     def device(self) -> torch.device:

@@ -58,6 +58,21 @@ class Transformer(ABC, nn.Module, Generic[TransformerCacheT]):
     def latent_shape(self) -> tuple[int, ...]:
         """Shape of one AR step's (patchified) latent, batch dims included."""
 
+    def placement_tensor(self) -> torch.Tensor | None:
+        """A tensor on the device, and in the dtype, that noise for this transformer is drawn in.
+
+        Default: the first floating-point parameter (else buffer); None for a weightless
+        transformer. Transformers that keep some weights off the execution device (the
+        two-expert wrapper) override it.
+        """
+        for tensor in self.parameters():
+            if tensor.is_floating_point():
+                return tensor
+        for tensor in self.buffers():
+            if tensor.is_floating_point():
+                return tensor
+        return None
+
     @abstractmethod
     def predict_flow(
         self,

@@ -25,8 +25,6 @@ DiT and VAE, for tests and CPU smoke runs.
 
 from __future__ import annotations
 
-import logging
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +36,13 @@ from framestream.config import derive_config
 from framestream.diffusion.model import DiffusionModelConfig
 from framestream.diffusion.schedulers.flow_match import FlowMatchSchedulerConfig
 from framestream.diffusion.schedulers.unipc import FlowMatchUniPCSchedulerConfig
+from framestream.diffusion.two_expert import TwoExpertTransformerConfig
 from framestream.models.wan.text_encoder import WAN_NEGATIVE_PROMPT, UMT5TextEncoderConfig
 from framestream.models.wan.transformer.config import WAN21_T2V_1_3B, WAN_TINY, WanTransformerConfig
 from framestream.models.wan.vae.config import WAN21_VAE_ARCH, tiny_wan21_arch
 from framestream.models.wan.vae.streaming import WanVAEDecoderConfig
 from framestream.pipeline.config import StreamInferencePipelineConfig
+from framestream.recipes.runner import run_to_video, text_context
 
 __all__ = [
     "RECIPES",
@@ -59,8 +59,6 @@ __all__ = [
     "iter_video_blocks",
     "WAN_FPS",
 ]
-
-logger = logging.getLogger(__name__)
 
 WAN_FPS = 16
 """Frame rate of Wan 2.1 videos."""
@@ -341,6 +339,8 @@ def prepare_recipe(
     cache gets ``kv_cache_frames`` raised to hold every block it generates.
     """
     transformer = config.diffusion_model.transformer
+    if isinstance(transformer, TwoExpertTransformerConfig):  # Wan 2.2 A14B: both experts share the shape
+        transformer = transformer.high_noise
     if not isinstance(transformer, WanTransformerConfig):
         raise ValueError(f"{config.name}: not a Wan recipe")
     if num_blocks is None:
@@ -362,31 +362,14 @@ def prepare_recipe(
     return config, num_blocks
 
 
-def _fallback_embeddings(prompt: str, text_dim: int) -> torch.Tensor:
-    """Seeded random text features for tiny recipes without a text encoder (smoke runs only)."""
-    generator = torch.Generator().manual_seed(zlib.crc32(prompt.encode("utf-8")))
-    return torch.randn(1, 16, text_dim, generator=generator)
-
-
 def iter_video_blocks(
     pipeline: Any,
     prompt: str,
     num_blocks: int,
     negative_prompt: str | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield the decoded frames ``[1, 3, T, H, W]`` of each AR block as soon as it is ready."""
-    transformer = pipeline.diffusion_model.transformer
-    context: dict[str, Any] = {}
-    if transformer.context_encoder is None:
-        logger.warning("no text encoder configured: using random text features derived from the prompt")
-        context["text_embeddings"] = _fallback_embeddings(prompt, transformer.config.arch.text_dim)
-        if transformer.guidance:
-            context["negative_text_embeddings"] = _fallback_embeddings(negative_prompt or "", transformer.config.arch.text_dim)
-    else:
-        context["prompt"] = [prompt]
-        if negative_prompt is not None:
-            context["negative_prompt"] = [negative_prompt]
-    cache = pipeline.initialize_cache(transformer_context=context)
+    """Yield the decoded frames ``[1, 3, T, H, W]`` of each AR block of a pipeline with its decoder, block by block."""
+    cache = pipeline.initialize_cache(transformer_context=text_context(pipeline, prompt, negative_prompt))
     for index in range(num_blocks):
         frames = pipeline.generate(index, cache)
         yield frames
@@ -401,25 +384,29 @@ def generate_video(
     *,
     num_blocks: int | None = None,
     negative_prompt: str | None = None,
+    image: torch.Tensor | None = None,
     fps: float = WAN_FPS,
     device: str | torch.device = "cpu",
+    decode_chunk_latents: int = 1,
     on_block: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run a Wan recipe and stream its frames to ``output`` (mp4), block by block.
+    """Run a Wan recipe and stream its frames to ``output`` (mp4), decoded chunk by chunk.
 
+    ``image`` (``[1, 3, 1, H, W]`` in [-1, 1]) conditions the first frame (recipes with an
+    image encoder, see :func:`framestream.recipes.wan22.with_image_conditioning`).
     Returns ``{"frames", "blocks", "height", "width", "path"}``. ``on_block(index, frames)``
     is called after each block is written.
     """
-    from framestream.io.video import StreamingVideoWriter
-
     config, num_blocks = prepare_recipe(config, num_blocks)
-    if config.diffusion_model.transformer.batch_size != 1:
-        raise ValueError("generate_video writes one video: batch_size must be 1")
-    pipeline = config.setup().to(torch.device(device)).eval()
-    with StreamingVideoWriter(output, fps=fps) as writer:
-        for index, frames in enumerate(iter_video_blocks(pipeline, prompt, num_blocks, negative_prompt)):
-            writer.write(frames)
-            if on_block is not None:
-                on_block(index, frames.shape[2])
-    height, width = writer.size or (0, 0)
-    return {"frames": writer.num_frames, "blocks": num_blocks, "height": height, "width": width, "path": Path(output)}
+    return run_to_video(
+        config,
+        prompt,
+        output,
+        num_blocks=num_blocks,
+        negative_prompt=negative_prompt,
+        image=image,
+        fps=fps,
+        device=device,
+        decode_chunk_latents=decode_chunk_latents,
+        on_block=on_block,
+    )

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -67,6 +68,10 @@ __all__ = [
     "cast_wan_dit",
     "keep_in_fp32",
     "WAN_DIT_FILES_HELP",
+    "WrongWanModelError",
+    "read_wan_checkpoint_shapes",
+    "check_wan_checkpoint_model",
+    "check_wan_checkpoint_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -163,7 +168,8 @@ def detect_layout(keys: list[str] | Mapping[str, object]) -> Layout:
     i2v = [k for k in names if any(m in k for m in _I2V_MARKERS)]
     if i2v:
         raise ValueError(
-            f"this is a Wan image-to-video checkpoint ({i2v[0]!r}, ...): only the text-to-video DiT is supported"
+            f"this is a Wan 2.1 image-to-video checkpoint with a CLIP image branch ({i2v[0]!r}, ...), which is not "
+            "supported; image-to-video runs on Wan 2.2 TI2V-5B (wan2.2-ti2v-5b --image)"
         )
     orig = sum(any(m in k for m in _ORIGINAL_MARKERS) for k in names)
     diff = sum(any(m in k for m in _DIFFUSERS_MARKERS) for k in names)
@@ -409,3 +415,121 @@ def save_wan_checkpoint(
 def check_wan_state_dict(dit: WanDiT, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """Raise :class:`CheckpointMismatchError` unless ``state_dict`` (diffusers keys) fits ``dit``."""
     check_state_dict({k: v.shape for k, v in dit.state_dict().items()}, state_dict, source)
+
+
+# --------------------------------------------------------------------- which model is it
+class WrongWanModelError(ValueError):
+    """The checkpoint holds another Wan DiT than the one asked for (one line: what it holds, what is needed)."""
+
+
+def _safetensors_files(path: Path) -> list[Path] | None:
+    """The safetensors files of a DiT checkpoint path, or None when it is not in safetensors form."""
+    if path.is_dir():
+        folder = _resolve_dir(path)
+        files = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(folder.glob("*.safetensors"))
+        return files or None
+    if path.name.endswith(".safetensors.index.json"):
+        index = json.loads(path.read_text())
+        return [path.parent / name for name in sorted(set(index["weight_map"].values()))]
+    return [path] if path.suffix == ".safetensors" else None
+
+
+def read_wan_checkpoint_shapes(path: str | Path, use_ema: bool = True) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a DiT checkpoint without reading its tensors (safetensors headers; ``.pth`` memory-mapped)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Wan DiT checkpoint not found: {path}; {WAN_DIT_FILES_HELP}")
+    files = _safetensors_files(path)
+    if files is None:
+        return {k: tuple(v.shape) for k, v in read_wan_checkpoint(path, use_ema=use_ema).items()}
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                shapes[key] = tuple(handle.get_slice(key).get_shape())
+    return _strip_prefixes(shapes)  # type: ignore[arg-type,return-value]
+
+
+_Signature = tuple[int, int, int, int, int, int, tuple[int, ...]]
+
+
+def _arch_signature(arch: WanTransformerArchConfig) -> _Signature:
+    """(width, in channels, out channels, blocks, ffn width, text width, patch) of an architecture."""
+    return (
+        arch.inner_dim,
+        arch.in_channels,
+        arch.out_channels,
+        arch.num_layers,
+        arch.ffn_dim,
+        arch.text_dim,
+        tuple(arch.patch_size),
+    )
+
+
+def _checkpoint_signature(shapes: Mapping[str, tuple[int, ...]]) -> _Signature | None:
+    """The same signature read off diffusers-layout shapes; None when the key names are not a Wan DiT's."""
+    try:
+        patch = shapes["patch_embedding.weight"]
+        patch_size = tuple(int(p) for p in patch[2:])
+        out = shapes["proj_out.weight"][0] // max(1, math.prod(patch_size))
+        layers = 1 + max(int(m.group(1)) for k in shapes if (m := _BLOCK_RE.match(k)))
+        return (
+            int(patch[0]),
+            int(patch[1]),
+            int(out),
+            layers,
+            int(shapes["blocks.0.ffn.net.0.proj.weight"][0]),
+            int(shapes["condition_embedder.text_embedder.linear_1.weight"][1]),
+            patch_size,
+        )
+    except (KeyError, ValueError, IndexError):
+        return None
+
+
+def _describe(signature: _Signature) -> str:
+    width, cin, _, layers, ffn, text, _ = signature
+    names = [name for name, preset in _presets().items() if _arch_signature(preset) == signature and name != "tiny"]
+    known = f" ({names[0]})" if names else ""
+    return f"width {width}, {cin} latent channels, {layers} blocks, ffn {ffn}, text width {text}{known}"
+
+
+def _presets() -> dict[str, WanTransformerArchConfig]:
+    from framestream.models.wan.transformer.config import WAN_ARCH_PRESETS
+
+    return WAN_ARCH_PRESETS
+
+
+def check_wan_checkpoint_model(
+    shapes: Mapping[str, tuple[int, ...]],
+    arch: WanTransformerArchConfig,
+    source: str,
+    wanted: str | None = None,
+) -> None:
+    """Raise :class:`WrongWanModelError` (one line) when diffusers-layout ``shapes`` are another Wan DiT than ``arch``.
+
+    Silent when the keys are not recognisable: the strict loader then lists what is wrong.
+    """
+    held = _checkpoint_signature(shapes)
+    need = _arch_signature(arch)
+    if held is None or held == need:
+        return
+    raise WrongWanModelError(
+        f"{source} holds a Wan DiT with {_describe(held)}, but {wanted or 'the requested model'} needs {_describe(need)}"
+    )
+
+
+def check_wan_checkpoint_file(
+    path: str | Path,
+    arch: WanTransformerArchConfig,
+    wanted: str | None = None,
+    layout: Literal["auto", "diffusers", "original"] = "auto",
+    use_ema: bool = True,
+) -> None:
+    """Before loading anything: does the checkpoint at ``path`` hold the ``arch`` DiT? Reads headers only."""
+    shapes = read_wan_checkpoint_shapes(path, use_ema=use_ema)
+    found = detect_layout(shapes) if layout == "auto" else layout
+    if found == "original":
+        shapes = {original_to_diffusers_key(k): v for k, v in shapes.items()}
+    check_wan_checkpoint_model(shapes, arch, str(path), wanted)

@@ -30,6 +30,11 @@ __all__ = [
     "WAN21_T2V_1_3B",
     "WAN21_T2V_14B",
     "WAN_TINY",
+    "WAN22_TI2V_5B",
+    "WAN22_A14B",
+    "WAN22_TINY",
+    "WAN22_I2V_A14B",
+    "WAN22_I2V_TINY",
     "WAN_ARCH_PRESETS",
 ]
 
@@ -136,8 +141,11 @@ class WanTransformerArchConfig(PrintableConfig):
     def from_original_config(cls, config: dict[str, Any]) -> "WanTransformerArchConfig":
         """Build from the original Wan ``config.json`` (``WanModel``: dim, num_heads, in_dim, ...)."""
         model_type = config.get("model_type", "t2v")
-        if model_type != "t2v":
-            raise ValueError(f"only Wan t2v checkpoints are supported, this one is model_type={model_type!r}")
+        supported = "only Wan t2v, ti2v and Wan 2.2 i2v (noise + mask + condition channels) DiTs are supported"
+        if model_type not in ("t2v", "ti2v", "i2v"):  # Wan 2.1 i2v (CLIP branch) is also refused by its keys
+            raise ValueError(f"{supported}; this one is model_type={model_type!r}")
+        if model_type == "i2v" and int(config.get("in_dim", 16)) != 2 * int(config.get("out_dim", 16)) + 4:
+            raise ValueError(f"{supported}; this model_type='i2v' config has in_dim {config.get('in_dim', 16)}")
         dim = int(config["dim"])
         heads = int(config["num_heads"])
         if dim % heads:
@@ -160,7 +168,8 @@ class WanTransformerArchConfig(PrintableConfig):
         """The original Wan ``config.json`` for this architecture."""
         return {
             "_class_name": "WanModel",
-            "model_type": "t2v",
+            # TI2V-5B is the only published DiT on the 48-channel latent; I2V takes noise + mask + condition.
+            "model_type": "ti2v" if self.in_channels == 48 else "i2v" if self.in_channels == 2 * self.out_channels + 4 else "t2v",
             "patch_size": list(self.patch_size),
             "dim": self.inner_dim,
             "num_heads": self.num_attention_heads,
@@ -192,10 +201,32 @@ WAN_TINY = WanTransformerArchConfig(
 )
 """A few-thousand-parameter Wan DiT with the real 16-channel latent, for tests."""
 
+WAN22_TI2V_5B = WanTransformerArchConfig(
+    num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48, ffn_dim=14336, num_layers=30
+)
+"""Wan 2.2 TI2V 5B (Wan-AI/Wan2.2-TI2V-5B config: dim 3072, ffn 14336, 24 heads, 30 layers, 48-channel latent)."""
+
+WAN22_A14B = WAN21_T2V_14B
+"""Each of the two Wan 2.2 A14B T2V experts (high- and low-noise) has the Wan 2.1 14B architecture."""
+
+WAN22_TINY = dataclasses.replace(WAN_TINY, in_channels=48, out_channels=48)
+"""A tiny random Wan DiT on the 48-channel Wan 2.2 latent, for tests."""
+
+WAN22_I2V_A14B = dataclasses.replace(WAN21_T2V_14B, in_channels=36)
+"""Each Wan 2.2 I2V-A14B expert: the 14B DiT taking noise (16) + first-frame mask (4) + condition latents (16)."""
+
+WAN22_I2V_TINY = dataclasses.replace(WAN_TINY, in_channels=36)
+"""A tiny random I2V-A14B-style DiT (36 input channels, 16 output), for tests."""
+
 WAN_ARCH_PRESETS: dict[str, WanTransformerArchConfig] = {
     "wan2.1-t2v-1.3b": WAN21_T2V_1_3B,
     "wan2.1-t2v-14b": WAN21_T2V_14B,
+    "wan2.2-ti2v-5b": WAN22_TI2V_5B,
+    "wan2.2-t2v-a14b": WAN22_A14B,
+    "wan2.2-i2v-a14b": WAN22_I2V_A14B,
     "tiny": WAN_TINY,
+    "tiny-wan2.2": WAN22_TINY,
+    "tiny-i2v": WAN22_I2V_TINY,
 }
 
 

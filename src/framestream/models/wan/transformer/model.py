@@ -52,7 +52,7 @@ from framestream.models.wan.transformer.attention import (
 from framestream.models.wan.transformer.cache import WanKVCache
 from framestream.models.wan.transformer.config import WanTransformerArchConfig, WanTransformerConfig
 
-__all__ = ["WanDiT", "WanTransformer", "sinusoidal_timestep_embedding"]
+__all__ = ["WanDiT", "WanTransformer", "sinusoidal_timestep_embedding", "modulate", "gated_residual"]
 
 
 def sinusoidal_timestep_embedding(timestep: torch.Tensor, dim: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -112,6 +112,26 @@ class _FeedForward(nn.Module):
         return x
 
 
+def modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``x * (1 + scale) + shift`` with one (scale, shift) row per run of tokens.
+
+    ``x: [B, L, C]``; ``scale``, ``shift: [B, G, C]`` where ``G`` divides ``L``: row ``g``
+    applies to tokens ``[g*L/G, (g+1)*L/G)``. ``G = 1`` is one timestep per sample,
+    ``G = frames`` one per latent frame (Wan 2.2 TI2V's clean first frame), ``G = L``
+    one per token. Runs are broadcast, never materialised per token.
+    """
+    groups = scale.shape[1]
+    out = x.unflatten(1, (groups, -1)) * (1 + scale[:, :, None]) + shift[:, :, None]
+    return out.flatten(1, 2)
+
+
+def gated_residual(x: torch.Tensor, out: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """``x + out * gate`` in fp32 (``gate: [B, G, C]`` per token run as in :func:`modulate`), cast to ``x``'s dtype."""
+    groups = gate.shape[1]
+    summed = x.float().unflatten(1, (groups, -1)) + out.float().unflatten(1, (groups, -1)) * gate[:, :, None]
+    return summed.flatten(1, 2).type_as(x)
+
+
 class WanBlock(nn.Module):
     """One Wan transformer block (self-attention, text cross-attention, MLP, 6-way modulation)."""
 
@@ -136,18 +156,19 @@ class WanBlock(nn.Module):
         self_kv: Any = None,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``x: [B, L, C]``; ``modulation: [B, 6, C]`` fp32; ``self_kv(k, v) -> (k_all, v_all)`` for causal mode."""
-        shift, scale, gate, c_shift, c_scale, c_gate = (self.scale_shift_table.float() + modulation).chunk(6, dim=1)
+        """``x: [B, L, C]``; ``modulation: [B, G, 6, C]`` fp32, one row per run of ``L / G`` tokens
+        (see :func:`modulate`); ``self_kv(k, v) -> (k_all, v_all)`` for causal mode."""
+        shift, scale, gate, c_shift, c_scale, c_gate = (self.scale_shift_table.float()[:, None] + modulation).unbind(2)
 
         # 1. self-attention
-        h = (self.norm1(x.float()) * (1 + scale) + shift).type_as(x)
+        h = modulate(self.norm1(x.float()), scale, shift).type_as(x)
         q = apply_rope(self.attn1.query(h), *rope)
         k, v = self.attn1.key_value(h)
         k = apply_rope(k, *rope)
         if self_kv is not None:
             k, v = self_kv(k, v)
         out = self.attn1.output(attention(q, k, v, mask), like=x)
-        x = (x.float() + out.float() * gate).type_as(x)
+        x = gated_residual(x, out, gate)
 
         # 2. text cross-attention (keys / values precomputed per rollout)
         h = self.norm2(x.float()).type_as(x)
@@ -155,9 +176,9 @@ class WanBlock(nn.Module):
         x = x + out
 
         # 3. feed-forward
-        h = (self.norm3(x.float()) * (1 + c_scale) + c_shift).type_as(x)
+        h = modulate(self.norm3(x.float()), c_scale, c_shift).type_as(x)
         out = self.ffn(h)
-        return (x.float() + out.float() * c_gate).type_as(x)
+        return gated_residual(x, out, c_gate)
 
 
 class WanDiT(nn.Module):
@@ -190,22 +211,35 @@ class WanDiT(nn.Module):
     def device(self) -> torch.device:
         return self.patch_embedding.weight.device
 
-    def time_embedding(self, timestep: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``temb [B, C]`` and block modulation ``[B, 6, C]``, both fp32."""
-        t = timestep.reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(batch)
-        elif t.numel() != batch:
-            raise ValueError(f"timestep has {t.numel()} values for a batch of {batch}")
+    def time_embedding(
+        self, timestep: torch.Tensor, batch: int, tokens: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``temb [B, G, C]`` and block modulation ``[B, G, 6, C]``, both fp32.
+
+        ``timestep`` is a scalar, ``[B]`` (one per sample: ``G = 1``) or ``[B, G]`` (one per
+        run of ``tokens / G`` consecutive tokens; Wan 2.2 TI2V gives its clean first frame
+        timestep 0 this way). A leading batch of 1 is broadcast to ``batch``.
+        """
+        t = torch.as_tensor(timestep)
+        if t.ndim <= 1:
+            t = t.reshape(-1, 1)
+            if t.shape[0] not in (1, batch):
+                raise ValueError(f"timestep has {t.shape[0]} values for a batch of {batch}")
+        elif t.ndim != 2 or t.shape[0] not in (1, batch):
+            raise ValueError(f"timestep must be a scalar, [B] or [B, G] for a batch of {batch}, got {tuple(t.shape)}")
+        if tokens is not None and tokens % t.shape[1]:
+            raise ValueError(f"{t.shape[1]} timesteps per sample do not split {tokens} tokens into equal runs")
+        t = t.expand(batch, -1)
+        groups = t.shape[1]
         dtype = torch.float64 if self.time_embedding_fp64 else torch.float32
         if t.device.type == "mps":
             dtype = torch.float32
-        feats = sinusoidal_timestep_embedding(t.to(self.device), self.arch.freq_dim, dtype)
+        feats = sinusoidal_timestep_embedding(t.reshape(-1).to(self.device), self.arch.freq_dim, dtype)
         emb = self.condition_embedder
         weight_dtype = emb.time_embedder.linear_1.weight.dtype
         temb = emb.time_embedder(feats.to(weight_dtype)).float()
         proj = emb.time_proj(F.silu(temb).to(emb.time_proj.weight.dtype)).float()
-        return temb, proj.unflatten(1, (6, -1))
+        return temb.unflatten(0, (batch, groups)), proj.unflatten(0, (batch, groups)).unflatten(2, (6, -1))
 
     def embed_text(self, text: torch.Tensor) -> torch.Tensor:
         """``[B, L, text_dim] -> [B, L, C]`` (``text_embedder``)."""
@@ -238,7 +272,8 @@ class WanDiT(nn.Module):
 
         Args:
             hidden_states: noisy latent.
-            timestep: scalar or ``[B]`` diffusion timestep (0..1000).
+            timestep: scalar or ``[B]`` diffusion timestep (0..1000), or ``[B, G]`` per run of
+                ``L / G`` tokens (per latent frame or per token, as Wan 2.2 TI2V uses them).
             encoder_hidden_states: text features ``[B, L, text_dim]``; not needed with ``cache``.
             cache: per-rollout cache with the text K/V; a causal cache also supplies the
                 earlier blocks' self-attention K/V and the RoPE frame offset. The forward
@@ -276,7 +311,7 @@ class WanDiT(nn.Module):
             device=hidden_states.device,
         )
         x = self.patch_embedding(hidden_states.to(self.dtype)).flatten(2).transpose(1, 2).contiguous()
-        temb, modulation = self.time_embedding(timestep, b)
+        temb, modulation = self.time_embedding(timestep, b, tokens=x.shape[1])
 
         for index, block in enumerate(self.blocks):
             self_kv = None
@@ -284,8 +319,8 @@ class WanDiT(nn.Module):
                 self_kv = (lambda k, v, layer=index: cache.attend_kv(layer, k, v))
             x = block(x, modulation, rope, (cross_k[index], cross_v[index]), self_kv, self_attn_mask)
 
-        shift, scale = (self.scale_shift_table.float() + temb[:, None, :]).chunk(2, dim=1)
-        x = (self.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
+        shift, scale = (self.scale_shift_table.float()[:, None] + temb[:, :, None]).unbind(2)
+        x = modulate(self.norm_out(x.float()), scale, shift).type_as(x)
         x = self.proj_out(x)
         return self.unpatchify(x, grid)
 
@@ -411,10 +446,12 @@ class WanTransformer(Transformer[WanKVCache]):
 
     def _forward(self, noisy_latent: torch.Tensor, timestep: torch.Tensor, cache: WanKVCache) -> torch.Tensor:
         x = noisy_latent
-        t = torch.as_tensor(timestep, device=x.device).reshape(-1)
+        t = torch.as_tensor(timestep, device=x.device)
+        if t.ndim < 2:  # [B, G] per-token-run timesteps keep their shape
+            t = t.reshape(-1)
         if cache.guidance:
             x = torch.cat([x, x], dim=0)
-            if t.numel() > 1:
+            if t.shape and t.shape[0] > 1:
                 t = torch.cat([t, t], dim=0)
         flow = self.dit(x, t, cache=cache).float()
         if cache.guidance:
