@@ -15,7 +15,7 @@ import sys
 __all__ = ["main", "build_parser"]
 
 # Modules are imported lazily by name so a command's heavy imports never slow the others.
-COMMAND_MODULES = ("demo", "decode", "encode", "encode_dataset", "generate", "bench")
+COMMAND_MODULES = ("demo", "decode", "encode", "encode_dataset", "generate", "bench", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
