@@ -111,9 +111,9 @@ class Session:
     """perf_counter time at which the frames generated so far finish playing at ``fps``."""
     first_frame_at: float | None = None
 
-    def due(self, now: float, block_seconds: float) -> bool:
-        """Keep generation about one block ahead of real-time playback, never further."""
-        return self.state == "active" and self.blocks_done < self.max_blocks and now >= self.playback_end - block_seconds
+    def due(self, now: float, lead: float) -> bool:
+        """Due once its buffered frames would run out within ``lead`` seconds (or it has none)."""
+        return self.state == "active" and self.blocks_done < self.max_blocks and now >= self.playback_end - lead
 
 
 class SessionManager:
@@ -130,9 +130,9 @@ class SessionManager:
         self._rr = 0
         self._ids = itertools.count(1)
         self._block_seconds = 0.0
-        """Playback time of one block, learned from the first block (used by ``due``)."""
-        self.released: list[Any] = []
-        """Rollouts of closed sessions the worker must free (it may be running them)."""
+        """Playback time of the longest block seen."""
+        self._compute_seconds: float | None = None
+        """Moving average of the worker's wall time per block."""
 
     def new_id(self) -> int:
         return next(self._ids)
@@ -183,6 +183,19 @@ class SessionManager:
             session.pending_prompt = prompt
 
     # ------------------------------------------------------------------ scheduling (worker thread)
+    def lead_seconds(self) -> float:
+        """How early before a session's frames run out its next block should start.
+
+        Generation should finish just before playback needs it: a block's compute time
+        times the sessions sharing the worker (a round-robin turn), with 50% and 50 ms of
+        slack; never more than one block of playback (no point running further ahead),
+        and a whole block until the first block has been timed.
+        """
+        if self._compute_seconds is None:
+            return self._block_seconds or 1.0
+        turn = self._compute_seconds * max(1, len(self.active))
+        return min(self._block_seconds, 1.5 * turn + 0.05)
+
     def next_due(self, timeout: float) -> tuple[Session, str | None] | None:
         """Round-robin: the next active session due for a block (marked busy), or None after ``timeout``."""
         deadline = time.perf_counter() + timeout
@@ -190,9 +203,10 @@ class SessionManager:
             while True:
                 now = time.perf_counter()
                 n = len(self.active)
+                lead = self.lead_seconds()
                 for offset in range(n):
                     session = self.active[(self._rr + offset) % n]
-                    if session.due(now, self._block_seconds):
+                    if session.due(now, lead):
                         self._rr = (self._rr + offset + 1) % max(n, 1)
                         session.busy = True
                         prompt, session.pending_prompt = session.pending_prompt, None
@@ -201,13 +215,16 @@ class SessionManager:
                 if remaining <= 0:
                     return None
                 # Wake on admissions/closures, or when the earliest session falls due.
-                waits = [s.playback_end - self._block_seconds - now for s in self.active if s.blocks_done < s.max_blocks]
+                waits = [s.playback_end - lead - now for s in self.active if s.blocks_done < s.max_blocks]
                 self._lock.wait(min([remaining, *[w for w in waits if w > 0]] or [remaining]))
 
-    def block_finished(self, session: Session, frames: int) -> bool:
+    def block_finished(self, session: Session, frames: int, compute_seconds: float) -> bool:
         """Book a finished block; returns False when the session closed meanwhile (its rollout is freed)."""
         with self._lock:
             session.busy = False
+            if frames:
+                ema = self._compute_seconds
+                self._compute_seconds = compute_seconds if ema is None else 0.8 * ema + 0.2 * compute_seconds
             block_seconds = frames / session.fps
             self._block_seconds = max(self._block_seconds, block_seconds)
             session.blocks_done += 1

@@ -73,13 +73,13 @@ class ModelWorker:
                 frames, seconds = self._block(session, new_prompt)
             except Exception as err:  # noqa: BLE001 - a failing session must not stop the others
                 logger.exception("session %d failed", session.session_id)
-                self.manager.block_finished(session, 0)
+                self.manager.block_finished(session, 0, 0.0)
                 self.loop.call_soon_threadsafe(session.on_error, session, err)
                 continue
             done_at_ms = time.time() * 1000.0
             with self._recent_lock:
                 self._recent.append(time.perf_counter())
-            if self.manager.block_finished(session, frames.shape[0]):
+            if self.manager.block_finished(session, frames.shape[0], seconds):
                 self.loop.call_soon_threadsafe(session.on_block, session, frames, done_at_ms, seconds)
 
     def _block(self, session: Session, new_prompt: str | None):
