@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from framestream.config import derive_config
 from framestream.models.demo import DemoTransformerConfig, demo_pipeline_config
 from framestream.models.demo.transformer import hashed_prompt_features
 from framestream.serve.recipes import prompt_context_builder, resolve_recipe
@@ -53,7 +54,16 @@ def test_prompt_conditions_the_demo_transformer_and_none_is_unconditioned() -> N
     assert (fox - cat).abs().max() > 1e-3 and (fox - plain).abs().max() > 1e-3
 
 
-def test_switch_changes_the_next_block_only(pipeline) -> None:
+@pytest.fixture(scope="module")
+def wan_pipeline():
+    # Latents only (no VAE): steering lives in the transformer cache, and this keeps the test fast.
+    config = resolve_recipe("wan2.1-self-forcing-1.3b-tiny", max_blocks=4).config
+    return derive_config(config, decoder=None).setup().eval()
+
+
+@pytest.mark.parametrize("which", ["demo", "wan"])
+def test_switch_changes_the_next_block_only(which, request) -> None:
+    pipeline = request.getfixturevalue("pipeline" if which == "demo" else "wan_pipeline")
     base = run(pipeline, "a red fox", 4)
     steered = run(pipeline, "a red fox", 4, switch=(2, "a blue whale at night"))
     for index in range(2):  # blocks before the switch: identical

@@ -91,8 +91,9 @@ def test_frame_id_strip_survives_lossy_coding() -> None:
 
         decoded = np.asarray(Image.open(io.BytesIO(encode_jpeg(striped, 40))))
         assert read_frame_id_strip(decoded) == frame_id % 65536
-    with pytest.raises(ValueError, match="multiple of 16"):
-        add_frame_id_strip(np.zeros((8, 40, 3), np.uint8), 1)
+    small = add_frame_id_strip(np.full((7, 40, 3), 200, np.uint8), 321)  # padded to 8x64, then the strip
+    assert small.shape == (8 + 16, 64, 3) and (small[:7, :40] == 200).all() and (small[:8, 40:] == 0).all()
+    assert read_frame_id_strip(small) == 321
 
 
 def test_frame_packets_and_message_checks() -> None:

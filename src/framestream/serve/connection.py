@@ -184,6 +184,8 @@ class ViewerConnection:
                     "index": block_index,
                     "first_frame": first_id,
                     "frames": int(frames.shape[0]),
+                    "width": int(frames.shape[2]),
+                    "height": int(frames.shape[1]),
                     "done_at_ms": done_at_ms,
                     "gen_ms": seconds * 1000.0,
                     "dropped": session.queue.dropped,

@@ -27,11 +27,15 @@ def add_frame_id_strip(pixels: np.ndarray, frame_id: int) -> np.ndarray:
 
     WebRTC hides the sender's RTP timestamp origin, so the page reads this strip to know
     which frame it painted (and so when that frame's block finished on the server); the
-    page crops it away. Frame width must be a multiple of 16 and at least 64 pixels.
+    page crops it away. Frames are first padded with black on the right / bottom to a width
+    that is a multiple of 16 and at least 64 (cells of >= 4 px survive the codec) and an
+    even height (4:2:0 chroma); the page crops that padding too.
     """
     height, width, _ = pixels.shape
-    if width % STRIP_BITS or width < 4 * STRIP_BITS:
-        raise ValueError(f"frame width must be a multiple of {STRIP_BITS} and >= {4 * STRIP_BITS} for WebRTC, got {width}")
+    padded_width = max(4 * STRIP_BITS, -(-width // STRIP_BITS) * STRIP_BITS)
+    if padded_width != width or height % 2:
+        pixels = np.pad(pixels, ((0, height % 2), (0, padded_width - width), (0, 0)))
+        width = padded_width
     cell = width // STRIP_BITS
     bits = [(frame_id >> (STRIP_BITS - 1 - i)) & 1 for i in range(STRIP_BITS)]
     row = np.repeat(np.array(bits, dtype=np.uint8) * 255, cell)

@@ -28,6 +28,7 @@
   const blockDone = new Map(); // frame id -> {doneAt (server ms), first}
   const paintTimes = [];
   let pendingFrame = null;
+  let frameSize = null; // generated frame size, from the server's block messages
   let rafPending = false;
 
   const wallNow = () => performance.timeOrigin + performance.now();
@@ -125,8 +126,12 @@
     const width = metadata.width || video.videoWidth;
     const height = metadata.height || video.videoHeight;
     if (width && height > STRIP_ROWS) {
+      // Show only the generated picture: crop the id strip and the codec padding (right / bottom).
       const box = $("videobox");
-      box.style.aspectRatio = `${width} / ${height - STRIP_ROWS}`;
+      const shownWidth = frameSize ? frameSize.width : width;
+      const shownHeight = frameSize ? frameSize.height : height - STRIP_ROWS;
+      box.style.aspectRatio = `${shownWidth} / ${shownHeight}`;
+      video.style.width = `${(100 * width) / shownWidth}%`;
       const low16 = readFrameId(width, height);
       // The strip carries the id modulo 2^16; pick the pending id that matches.
       let frameId = low16;
@@ -268,6 +273,7 @@
         stats.blocks += 1;
         stats.framesGenerated += message.frames;
         stats.serverDropped = message.dropped;
+        frameSize = { width: message.width, height: message.height };
         for (let i = 0; i < message.frames; i++) {
           const id = message.first_frame + i;
           if (!blockDone.has(id)) blockDone.set(id, { doneAt: message.done_at_ms, first: i === 0 });
