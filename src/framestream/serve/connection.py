@@ -12,7 +12,7 @@ from aiohttp import WSMsgType, web
 
 from framestream.serve.frames import encode_jpeg
 from framestream.serve.protocol import ProtocolError, pack_frame, parse_message
-from framestream.serve.sessions import AdmissionError, Frame, FrameQueue, Session
+from framestream.serve.sessions import AdmissionError, BlockInfo, Frame, FrameQueue, Session
 
 if TYPE_CHECKING:
     from framestream.serve.app import StreamServer
@@ -85,8 +85,8 @@ class ViewerConnection:
         elif kind == "prompt":
             if self.session is None:
                 raise ProtocolError("no_session", "start a stream before changing its prompt")
-            self.server.manager.set_prompt(self.session, fields["prompt"])
-            await self.send_json({"type": "prompt_ok", "prompt": fields["prompt"], "from_block": self.session.blocks_done + 1})
+            from_block = self.server.manager.set_prompt(self.session, fields["prompt"])
+            await self.send_json({"type": "prompt_ok", "prompt": fields["prompt"], "from_block": from_block})
         elif kind == "stop":
             await self.end_session()
             await self.send_json({"type": "ended", "reason": "stopped"})
@@ -154,43 +154,42 @@ class ViewerConnection:
                 await peer.close()
 
     # ------------------------------------------------------------------ worker callbacks (loop thread)
-    def _on_block(self, session: Session, frames: Any, done_at_ms: float, seconds: float) -> None:
+    def _on_block(self, session: Session, frames: Any, info: BlockInfo) -> None:
         if session is not self.session:
             return
         metrics = self.server.metrics
         metrics.blocks.inc()
-        metrics.block_latency.observe(seconds)
-        block_index = session.blocks_done - 1
-        first_id = session.frames_done - frames.shape[0]
+        metrics.block_latency.observe(info.seconds)
         if session.first_frame_at is None:
             session.first_frame_at = time.perf_counter()
             metrics.ttff.observe(session.first_frame_at - self._started_at)
         dropped = 0
         for offset, pixels in enumerate(frames):
             frame = Frame(
-                frame_id=first_id + offset,
-                block_index=block_index,
+                frame_id=info.first_frame_id + offset,
+                block_index=info.block_index,
                 first_in_block=offset == 0,
-                done_at_ms=done_at_ms,
+                done_at_ms=info.done_at_ms,
                 pixels=pixels,
             )
             dropped += session.queue.push(frame)
+        session.blocks_delivered += 1
         if dropped:
             metrics.frames_dropped.inc(dropped)
         asyncio.ensure_future(
             self.send_json(
                 {
                     "type": "block",
-                    "index": block_index,
-                    "first_frame": first_id,
+                    "index": info.block_index,
+                    "first_frame": info.first_frame_id,
                     "frames": int(frames.shape[0]),
                     "width": int(frames.shape[2]),
                     "height": int(frames.shape[1]),
-                    "done_at_ms": done_at_ms,
-                    "gen_ms": seconds * 1000.0,
+                    "done_at_ms": info.done_at_ms,
+                    "gen_ms": info.seconds * 1000.0,
                     "dropped": session.queue.dropped,
                     "queue": len(session.queue),
-                    "last": session.blocks_done >= session.max_blocks,
+                    "last": info.last,
                 }
             )
         )
@@ -234,7 +233,7 @@ class ViewerConnection:
             await self._maybe_finish(session)
 
     async def _maybe_finish(self, session: Session) -> None:
-        if session.blocks_done >= session.max_blocks and not session.busy and len(session.queue) == 0 and session is self.session:
+        if session.blocks_delivered >= session.max_blocks and len(session.queue) == 0 and session is self.session:
             await self.end_session()
             await self.send_json({"type": "ended", "reason": f"block limit ({session.max_blocks}) reached"})
 

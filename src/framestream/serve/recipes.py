@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from framestream.config import apply_overrides, derive_config
 from framestream.pipeline import StreamInferencePipeline, StreamInferencePipelineConfig
@@ -77,12 +74,6 @@ def resolve_recipe(
     return ServedRecipe(config=config, max_blocks=blocks, random_weights=random_weights)
 
 
-def _wan_fallback_embeddings(prompt: str, text_dim: int) -> torch.Tensor:
-    # Tiny recipes without a text encoder: seeded random features per prompt (as `generate` does).
-    generator = torch.Generator().manual_seed(zlib.crc32(prompt.encode("utf-8")))
-    return torch.randn(1, 16, text_dim, generator=generator)
-
-
 def prompt_context_builder(pipeline: StreamInferencePipeline) -> Callable[[str], dict[str, Any]]:
     """The ``transformer_context`` for a prompt, for the pipeline's transformer family."""
     from framestream.models.demo import DemoTransformer
@@ -95,12 +86,15 @@ def prompt_context_builder(pipeline: StreamInferencePipeline) -> Callable[[str],
     if isinstance(transformer, WanTransformer):
         if transformer.context_encoder is not None:
             return lambda prompt: {"prompt": [prompt]}
+        # Tiny recipes without a text encoder: the same prompt-seeded features `generate` uses.
+        from framestream.recipes.wan import _fallback_embeddings
+
         text_dim = transformer.config.arch.text_dim
 
         def fallback(prompt: str) -> dict[str, Any]:
-            context = {"text_embeddings": _wan_fallback_embeddings(prompt, text_dim)}
+            context = {"text_embeddings": _fallback_embeddings(prompt, text_dim)}
             if transformer.guidance:
-                context["negative_text_embeddings"] = _wan_fallback_embeddings("", text_dim)
+                context["negative_text_embeddings"] = _fallback_embeddings("", text_dim)
             return context
 
         return fallback

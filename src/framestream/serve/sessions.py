@@ -13,12 +13,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Frame", "FrameQueue", "Session", "SessionManager", "AdmissionError"]
+__all__ = ["AdmissionError", "BlockInfo", "Frame", "FrameQueue", "Session", "SessionManager"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,20 @@ class FrameQueue:
         self._ready.set()
 
 
+@dataclass(frozen=True)
+class BlockInfo:
+    """Facts about one finished block, fixed by the worker when it finished."""
+
+    block_index: int
+    first_frame_id: int
+    done_at_ms: float
+    """Server wall clock (ms) when the block finished."""
+    seconds: float
+    """Worker wall time of the block."""
+    last: bool
+    """The session's block limit is reached with this block."""
+
+
 class AdmissionError(RuntimeError):
     """The server cannot take (or queue) another session."""
 
@@ -94,18 +108,20 @@ class Session:
     seed: int
     max_blocks: int
     queue: FrameQueue
-    on_block: Callable[[Session, Any, float, float], None]
-    """Loop-thread callback ``(session, frames_uint8 (T,H,W,3), done_at_ms, block_seconds)``."""
+    on_block: Callable[[Session, Any, "BlockInfo"], None]
+    """Loop-thread callback ``(session, frames_uint8 (T, H, W, 3), info)``."""
     on_error: Callable[[Session, BaseException], None]
     fps: float
     state: str = "waiting"
     """``waiting`` -> ``active`` -> ``closed``."""
-    requested_at: float = field(default_factory=time.perf_counter)
     rollout: Any = None
     busy: bool = False
     """True while the worker runs a block of this session."""
     blocks_done: int = 0
+    """Blocks the worker finished (worker-written, under the manager's lock)."""
     frames_done: int = 0
+    blocks_delivered: int = 0
+    """Blocks whose frames reached the queue (loop thread only)."""
     pending_prompt: str | None = None
     playback_end: float = 0.0
     """perf_counter time at which the frames generated so far finish playing at ``fps``."""
@@ -178,9 +194,11 @@ class SessionManager:
         with self._lock:
             return [(s, i + 1) for i, s in enumerate(self.waiting)]
 
-    def set_prompt(self, session: Session, prompt: str) -> None:
+    def set_prompt(self, session: Session, prompt: str) -> int:
+        """Queue ``prompt`` for ``session``; returns the index of the first block generated under it."""
         with self._lock:
             session.pending_prompt = prompt
+            return session.blocks_done + (1 if session.busy else 0)
 
     # ------------------------------------------------------------------ scheduling (worker thread)
     def lead_seconds(self) -> float:

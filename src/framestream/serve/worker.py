@@ -11,7 +11,7 @@ import torch
 
 from framestream.io.transfer import frames_to_uint8
 from framestream.pipeline import StreamInferencePipeline
-from framestream.serve.sessions import Session, SessionManager
+from framestream.serve.sessions import BlockInfo, Session, SessionManager
 from framestream.serve.steering import ContextBuilder, SteerableRollout
 
 __all__ = ["ModelWorker"]
@@ -76,11 +76,18 @@ class ModelWorker:
                 self.manager.block_finished(session, 0, 0.0)
                 self.loop.call_soon_threadsafe(session.on_error, session, err)
                 continue
-            done_at_ms = time.time() * 1000.0
+            # Read before block_finished bumps the counters; this thread is their only writer.
+            info = BlockInfo(
+                block_index=session.blocks_done,
+                first_frame_id=session.frames_done,
+                done_at_ms=time.time() * 1000.0,
+                seconds=seconds,
+                last=session.blocks_done + 1 >= session.max_blocks,
+            )
             with self._recent_lock:
                 self._recent.append(time.perf_counter())
             if self.manager.block_finished(session, frames.shape[0], seconds):
-                self.loop.call_soon_threadsafe(session.on_block, session, frames, done_at_ms, seconds)
+                self.loop.call_soon_threadsafe(session.on_block, session, frames, info)
 
     def _block(self, session: Session, new_prompt: str | None):
         start = time.perf_counter()

@@ -280,7 +280,7 @@
         }
         break;
       case "prompt_ok":
-        setStatus(`prompt changed; takes effect from block ${message.from_block}`);
+        setStatus(`prompt changed; takes effect from block ${message.from_block + 1}`);
         break;
       case "ended":
         if (endedExpected > 0 && message.reason === "stopped") { endedExpected -= 1; break; }
