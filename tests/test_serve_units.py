@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import numpy as np
 import pytest
@@ -119,3 +120,12 @@ def test_serve_cli_rejects_bad_input_before_loading(capsys) -> None:
     assert main(["serve", "demo", "--print-config", "--diffusion-model.scheduler.shift", "3"]) == 0
     out = capsys.readouterr().out
     assert "host='127.0.0.1'" in out and "shift=3.0" in out
+
+
+def test_serve_cli_reports_a_busy_port_in_one_line(capsys) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "demo", "--port", str(port), "--no-webrtc"]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

@@ -151,6 +151,22 @@ class StreamServer:
         from framestream.serve.worker import ModelWorker
 
         loop = asyncio.get_running_loop()
+        # Listen first: a busy port fails in a second, before minutes of weight loading.
+        # Sessions admitted before the worker runs simply wait for its first turn.
+        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        try:
+            await site.start()
+        except OSError as err:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+            raise ValueError(f"cannot listen on {self.config.host}:{self.config.port}: {err.strerror or err}") from None
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        if self.webrtc_available:
+            restrict_ice_to_host(self.config.host)
 
         def build() -> Any:
             return self.recipe.config.setup().to(torch.device(self.config.device)).eval()
@@ -158,15 +174,6 @@ class StreamServer:
         pipeline = await loop.run_in_executor(None, build)
         self.worker = ModelWorker(pipeline, prompt_context_builder(pipeline), self.manager, loop, threads=self.config.threads)
         self.worker.start()
-        if self.webrtc_available:
-            restrict_ice_to_host(self.config.host)
-        self._runner = web.AppRunner(self.build_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         return self.port
 
     async def stop(self) -> None:
@@ -182,14 +189,14 @@ class StreamServer:
         import signal
 
         async def main() -> None:
-            port = await self.start()
-            if on_ready is not None:
-                on_ready(port)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             try:
+                port = await self.start()
+                if on_ready is not None and not stop.is_set():
+                    on_ready(port)
                 await stop.wait()
             finally:
                 await self.stop()
