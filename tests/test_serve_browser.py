@@ -75,3 +75,22 @@ def test_browser_streams_and_steers(server, browser, transport: str, tmp_path: P
         assert page.is_enabled("#start")
     finally:
         page.close()
+
+
+def test_browser_falls_back_to_websocket_when_webrtc_fails(server, browser) -> None:
+    page = browser.new_page()
+    try:
+        page.set_default_timeout(30_000)
+        # A browser whose WebRTC breaks at connection time (blocked by policy, say).
+        page.add_init_script("window.RTCPeerConnection = function () { throw new Error('WebRTC blocked'); };")
+        page.goto(f"{server.base_url}/")
+        page.wait_for_function("() => window.fsStats && window.fsStats.state === 'ready'")
+        page.click("#start")  # transport "auto"
+        page.wait_for_function("() => window.fsStats.transport === 'websocket' && window.fsStats.painted >= 12", timeout=45_000)
+        result = stats(page)
+        assert any(e.startswith("fallback") and "WebRTC blocked" in e for e in result["errors"]), result["errors"]
+        assert result["state"] == "streaming"
+        page.click("#stop")
+        page.wait_for_function("() => window.fsStats.state === 'ended'")
+    finally:
+        page.close()
