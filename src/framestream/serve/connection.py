@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +17,6 @@ if TYPE_CHECKING:
     from framestream.serve.app import StreamServer
 
 __all__ = ["ViewerConnection"]
-
-logger = logging.getLogger(__name__)
 
 
 class ViewerConnection:
