@@ -148,6 +148,8 @@ def test_closing_sessions_returns_memory_to_idle(server) -> None:
     wait_idle(server)
     idle = server.rss_bytes()
     run(stream(4, 36))
+    # Dropped connections free the caches at once (well before the 20 s heartbeat).
+    assert wait_until(lambda: metric(scrape(server), "framestream_session_caches") == 0, 3)
     wait_idle(server)
     time.sleep(0.5)
     after = server.rss_bytes()

@@ -61,6 +61,7 @@ class StreamServer:
         self.metrics = ServerMetrics(
             active_sessions=lambda: len(self.manager.active),
             waiting_sessions=lambda: len(self.manager.waiting),
+            live_rollouts=lambda: self.manager.live_rollouts,
             queued_frames=lambda: sum(len(s.queue) for s in list(self.manager.active)),
             blocks_per_second=lambda: self.worker.blocks_per_second() if self.worker is not None else 0.0,
         )

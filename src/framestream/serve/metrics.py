@@ -132,10 +132,19 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 class ServerMetrics:
     """The server's metrics; gauges read live values through the callbacks given."""
 
-    def __init__(self, *, active_sessions: Callable[[], float], waiting_sessions: Callable[[], float], queued_frames: Callable[[], float], blocks_per_second: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        active_sessions: Callable[[], float],
+        waiting_sessions: Callable[[], float],
+        live_rollouts: Callable[[], float],
+        queued_frames: Callable[[], float],
+        blocks_per_second: Callable[[], float],
+    ) -> None:
         self.registry = MetricsRegistry()
         add = self.registry.add
         add(Gauge("framestream_sessions", "Sessions currently streaming.", active_sessions))
+        add(Gauge("framestream_session_caches", "Sessions whose rollout caches are alive (0 once all closed).", live_rollouts))
         add(Gauge("framestream_sessions_waiting", "Sessions queued for a free slot (--max-sessions).", waiting_sessions))
         add(Gauge("framestream_queue_depth_frames", "Frames waiting to be sent, summed over sessions.", queued_frames))
         add(Gauge("framestream_blocks_per_second", "AR blocks generated per second over the last 10 s.", blocks_per_second))

@@ -149,6 +149,26 @@ class SessionManager:
         """Playback time of the longest block seen."""
         self._compute_seconds: float | None = None
         """Moving average of the worker's wall time per block."""
+        self._holding: set[Session] = set()
+        """Sessions whose rollout (caches) is alive."""
+
+    @property
+    def live_rollouts(self) -> int:
+        """Sessions whose caches are alive (0 once every session is closed)."""
+        return len(self._holding)
+
+    def attach_rollout(self, session: Session, rollout: Any) -> None:
+        """Worker: give ``session`` its freshly built rollout."""
+        with self._lock:
+            session.rollout = rollout
+            self._holding.add(session)
+
+    def _free(self, session: Session) -> None:
+        # Caller holds the lock.
+        if session.rollout is not None:
+            session.rollout.close()
+            session.rollout = None
+        self._holding.discard(session)
 
     def new_id(self) -> int:
         return next(self._ids)
@@ -181,9 +201,8 @@ class SessionManager:
                 self.waiting.remove(session)
             elif previous == "active" and session in self.active:
                 self.active.remove(session)
-            if session.rollout is not None and not session.busy:
-                session.rollout.close()  # not running: drop its caches now
-                session.rollout = None
+            if not session.busy:
+                self._free(session)  # not running: drop its caches now
             while self.waiting and len(self.active) < self.max_sessions:
                 nxt = self.waiting.popleft()
                 self._activate(nxt)
@@ -249,9 +268,7 @@ class SessionManager:
             session.frames_done += frames
             session.playback_end = max(session.playback_end, time.perf_counter()) + block_seconds
             if session.state == "closed":
-                if session.rollout is not None:
-                    session.rollout.close()
-                    session.rollout = None
+                self._free(session)
                 return False
             return True
 

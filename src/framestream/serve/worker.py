@@ -92,7 +92,8 @@ class ModelWorker:
     def _block(self, session: Session, new_prompt: str | None):
         start = time.perf_counter()
         if session.rollout is None:
-            session.rollout = SteerableRollout(self.pipeline, self.context_builder, session.prompt, session.seed)
+            rollout = SteerableRollout(self.pipeline, self.context_builder, session.prompt, session.seed)
+            self.manager.attach_rollout(session, rollout)
         if new_prompt is not None:
             session.rollout.set_prompt(new_prompt)
         video = session.rollout.next_block()  # (1, 3, T, H, W) in [-1, 1]
