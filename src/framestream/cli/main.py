@@ -21,7 +21,7 @@ from framestream.cli.errors import EXIT_BAD_INPUT, report_failure, signals_as_ex
 __all__ = ["main", "build_parser", "plain_text"]
 
 # Modules are imported lazily by name so a command's heavy imports never slow the others.
-COMMAND_MODULES = ("demo", "decode", "encode", "encode_dataset", "generate", "bench")
+COMMAND_MODULES = ("demo", "decode", "encode", "encode_dataset", "generate", "bench", "serve")
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -13,6 +13,15 @@ is exercised end to end:
   ``finalize_kv_cache`` writes the clean chunk's K/V into the working slot and
   ``cache.finalize`` commits it (dropping the oldest chunk once the window is full).
 
+Text conditioning (optional): a prompt becomes a cheap, deterministic "hashed-token"
+feature vector (:func:`hashed_prompt_features`: one seeded random vector per word, averaged),
+projected by ``text_proj`` and added to the timestep embedding, so it modulates every
+block through adaLN. It lives on the cache (``DemoKVCache.text_condition``), so each
+rollout has its own prompt; without a prompt the model is exactly the unconditioned one.
+Because it modulates every layer, the cached K/V of earlier chunks depend on the prompt
+they were computed under: steering a stream to a new prompt must re-cache them (see
+:mod:`framestream.serve.steering`), not just swap the condition.
+
 Positions: the frame index is absolute (``autoregressive_index * chunk_frames + t``)
 and enters as a sinusoidal embedding, so nothing is tied to a maximum length.
 
@@ -22,6 +31,8 @@ The weights are random (seeded by ``init_seed``): the output is not a meaningful
 from __future__ import annotations
 
 import math
+import re
+import zlib
 from collections.abc import Callable
 from dataclasses import field
 from typing import Any
@@ -33,7 +44,7 @@ import torch.nn.functional as F
 from framestream.config import config_dataclass
 from framestream.diffusion.transformer import Transformer, TransformerAutoregressiveCache, TransformerConfig
 
-__all__ = ["DemoKVCache", "DemoTransformer", "DemoTransformerConfig", "sinusoidal_embedding"]
+__all__ = ["DemoKVCache", "DemoTransformer", "DemoTransformerConfig", "hashed_prompt_features", "sinusoidal_embedding"]
 
 Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -46,6 +57,20 @@ def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
     angles = positions.to(torch.float32)[:, None] * freqs[None]
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+def hashed_prompt_features(prompt: str, dim: int) -> torch.Tensor:
+    """``(dim,)`` fp32 features of a prompt: the mean of one fixed random vector per lower-cased word.
+
+    Each word's vector is drawn from a generator seeded by the word's CRC-32, so the
+    features are deterministic across processes and independent of torch's global RNG;
+    a prompt without words gives zeros.
+    """
+    words = re.findall(r"\w+", prompt.lower())
+    if not words:
+        return torch.zeros(dim)
+    vectors = [torch.randn(dim, generator=torch.Generator().manual_seed(zlib.crc32(w.encode("utf-8")))) for w in words]
+    return torch.stack(vectors).mean(dim=0)
 
 
 @config_dataclass
@@ -81,6 +106,8 @@ class DemoTransformerConfig(TransformerConfig):
     """Timestep value that means pure noise (flow-match schedulers use 0..1000)."""
     init_seed: int = 0
     """Seed of the random weights."""
+    text_dim: int = 32
+    """Size of the hashed-token prompt features (see :func:`hashed_prompt_features`)."""
 
     def __post_init__(self) -> None:
         pt, ph, pw = self.patch_size
@@ -97,7 +124,7 @@ class DemoTransformerConfig(TransformerConfig):
             raise ValueError("dim and frequency_dim must be even")
         if self.window_chunks < 1:
             raise ValueError(f"window_chunks must be >= 1, got {self.window_chunks}")
-        for name in ("latent_channels", "chunk_frames", "height", "width", "batch_size", "num_layers", "mlp_ratio"):
+        for name in ("latent_channels", "chunk_frames", "height", "width", "batch_size", "num_layers", "mlp_ratio", "text_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -124,6 +151,7 @@ class DemoKVCache(TransformerAutoregressiveCache):
         window_chunks: int,
         device: torch.device,
         dtype: torch.dtype,
+        text_condition: torch.Tensor | None = None,
     ) -> None:
         capacity = (window_chunks + 1) * tokens_per_chunk
         shape = (num_layers, batch_size, num_heads, capacity, head_dim)
@@ -137,6 +165,8 @@ class DemoKVCache(TransformerAutoregressiveCache):
         """AR index the next :meth:`start` must use."""
         self.active_index: int | None = None
         """AR index between :meth:`start` and :meth:`finalize`, else None."""
+        self.text_condition = text_condition
+        """``(B, dim)`` projected prompt features added to the timestep embedding, or None (unconditioned)."""
 
     @property
     def num_cached_chunks(self) -> int:
@@ -219,6 +249,8 @@ class DemoTransformer(Transformer[DemoKVCache]):
             self.norm_out = nn.LayerNorm(c.dim, elementwise_affine=False, eps=1e-6)
             self.out_modulation = nn.Linear(c.dim, 2 * c.dim)
             self.out_proj = nn.Linear(c.dim, self.patch_dim)
+            # Drawn last so the weights above are the same as before text conditioning existed.
+            self.text_proj = nn.Linear(c.text_dim, c.dim)
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -248,9 +280,19 @@ class DemoTransformer(Transformer[DemoKVCache]):
         return x.reshape(b, c, gt * pt, gh * ph, gw * pw)
 
     # ------------------------------------------------------------------ network
-    def initialize_autoregressive_cache(self, **context: Any) -> DemoKVCache:
+    def text_condition(self, prompt: str) -> torch.Tensor:
+        """``(batch_size, dim)`` conditioning vector of a prompt (see :func:`hashed_prompt_features`)."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        ref = self.text_proj.weight
+        features = hashed_prompt_features(prompt, self.config.text_dim).to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            return self.text_proj(features)[None].expand(self.config.batch_size, -1).clone()
+
+    def initialize_autoregressive_cache(self, prompt: str | None = None, **context: Any) -> DemoKVCache:
+        """Fresh KV cache; ``prompt`` (optional) conditions the whole rollout."""
         if context:
-            raise TypeError(f"DemoTransformer takes no per-rollout context, got {sorted(context)}")
+            raise TypeError(f"DemoTransformer takes only prompt= as per-rollout context, got {sorted(context)}")
         ref = self.patch_embed.weight
         return DemoKVCache(
             num_layers=self.config.num_layers,
@@ -261,6 +303,7 @@ class DemoTransformer(Transformer[DemoKVCache]):
             window_chunks=self.config.window_chunks,
             device=ref.device,
             dtype=ref.dtype,
+            text_condition=None if prompt is None else self.text_condition(prompt),
         )
 
     def _timestep_embedding(self, timestep: torch.Tensor, batch: int) -> torch.Tensor:
@@ -280,9 +323,20 @@ class DemoTransformer(Transformer[DemoKVCache]):
         pos = temporal[:, None, :] + self.spatial_pos[None]  # (T', H'W', dim)
         return self.patch_embed(tokens) + pos.reshape(-1, self.config.dim)[None]
 
-    def _run(self, tokens: torch.Tensor, timestep: torch.Tensor, first_chunk: int, num_chunks: int, attend: Attend, head: bool) -> torch.Tensor | None:
+    def _run(
+        self,
+        tokens: torch.Tensor,
+        timestep: torch.Tensor,
+        first_chunk: int,
+        num_chunks: int,
+        attend: Attend,
+        head: bool,
+        text_condition: torch.Tensor | None,
+    ) -> torch.Tensor | None:
         x = self._embed(tokens, first_chunk, num_chunks)
         temb = self._timestep_embedding(timestep, x.shape[0])
+        if text_condition is not None:
+            temb = temb + text_condition.to(temb.dtype)
         for layer, block in enumerate(self.blocks):
             x = block(x, temb, lambda q, k, v, layer=layer: attend(layer, q, k, v))
         if not head:
@@ -306,22 +360,22 @@ class DemoTransformer(Transformer[DemoKVCache]):
 
     def predict_flow(self, noisy_latent: torch.Tensor, timestep: torch.Tensor, cache: DemoKVCache, input: Any = None) -> torch.Tensor:  # noqa: A002
         index = self._check_chunk(noisy_latent, cache)
-        flow = self._run(noisy_latent, timestep, index, 1, self._cached_attend(cache), head=True)
+        flow = self._run(noisy_latent, timestep, index, 1, self._cached_attend(cache), head=True, text_condition=cache.text_condition)
         assert flow is not None
         return flow
 
     def finalize_kv_cache(self, noisy_latent: torch.Tensor, timestep: torch.Tensor, cache: DemoKVCache, input: Any = None) -> None:  # noqa: A002
         """Write the (context-noised) clean chunk's K/V into the cache's working slot; no output head."""
         index = self._check_chunk(noisy_latent, cache)
-        self._run(noisy_latent, timestep, index, 1, self._cached_attend(cache), head=False)
+        self._run(noisy_latent, timestep, index, 1, self._cached_attend(cache), head=False, text_condition=cache.text_condition)
 
-    def predict_flow_block_causal(self, tokens: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def predict_flow_block_causal(self, tokens: torch.Tensor, timestep: torch.Tensor, prompt: str | None = None) -> torch.Tensor:
         """Reference forward over ``K`` whole chunks at once with a block-causal mask, no cache.
 
         ``tokens`` is ``(B, K * tokens_per_chunk, patch_dim)`` (chunks in order, starting
         at AR step 0), all at one ``timestep``. Chunk ``i`` attends to chunks
         ``i - window_chunks .. i``, so this equals running the chunks one by one through
-        the KV cache (each finalized at that same timestep) for any ``K``.
+        the KV cache (each finalized at that same timestep) for any ``K``, all under ``prompt``.
         """
         n = self.tokens_per_chunk
         if tokens.ndim != 3 or tokens.shape[1] % n:
@@ -334,6 +388,7 @@ class DemoTransformer(Transformer[DemoKVCache]):
         def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
-        out = self._run(tokens, timestep, 0, num_chunks, attend, head=True)
+        condition = None if prompt is None else self.text_condition(prompt)
+        out = self._run(tokens, timestep, 0, num_chunks, attend, head=True, text_condition=condition)
         assert out is not None
         return out
