@@ -1,0 +1,95 @@
+"""Worker functions the multi-process tests spawn (importable by the spawned interpreters)."""
+
+from __future__ import annotations
+
+import torch
+
+from framestream.distributed.config import ParallelConfig
+from framestream.distributed.runtime import ProcessWorld
+from framestream.distributed.wan_dit import attach_wan_parallel
+from framestream.models.wan.transformer.config import WanTransformerArchConfig, WanTransformerConfig
+
+# 6 heads: Ulysses degrees 2 and 3 both divide it; 4 does not (the clear-error check).
+ARCH6 = WanTransformerArchConfig(
+    num_attention_heads=6, attention_head_dim=12, text_dim=32, freq_dim=16, ffn_dim=48, num_layers=2
+)
+
+
+def _transformer(causal: bool, guidance: float = 1.0, **kw) -> torch.nn.Module:
+    config = WanTransformerConfig(
+        arch=ARCH6,
+        allow_random_init=True,
+        dtype=torch.float32,
+        num_frames=2 if causal else 3,
+        height=10,  # 5 token rows: unequal shards for 2 and 3 ranks
+        width=6,
+        causal=causal,
+        guidance_scale=guidance,
+        **kw,
+    )
+    return config.setup().eval()
+
+
+def _text(seed: int, rows: int = 1) -> torch.Tensor:
+    return torch.randn(rows, 7, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def _bidirectional(world: ProcessWorld, mode: str, ulysses: int | None, guidance: float, cfg: bool) -> float:
+    ref = _transformer(False, guidance)
+    par = _transformer(False, guidance)
+    runtime = ParallelConfig(mode=mode, ulysses_degree=ulysses, cfg_parallel=cfg).setup(world=world)
+    attach_wan_parallel(par, runtime)
+    ctx = {"text_embeddings": _text(1)}
+    if guidance != 1.0:
+        ctx["negative_text_embeddings"] = _text(2)
+    latent = torch.randn(ref.latent_shape, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor(700.0)
+    with torch.no_grad():
+        expect = ref.predict_flow(latent, t, ref.initialize_autoregressive_cache(**ctx))
+        got = par.predict_flow(latent, t, par.initialize_autoregressive_cache(**ctx))
+    return float((got - expect).abs().max())
+
+
+def _causal(world: ProcessWorld, mode: str, ulysses: int | None) -> float:
+    # Rolling cache of 4 frames with a 1-frame sink: 4 blocks of 2 frames evict twice.
+    kw = dict(kv_cache_frames=4, rolling_kv_cache=True, sink_frames=1)
+    ref, par = _transformer(True, **kw), _transformer(True, **kw)
+    runtime = ParallelConfig(mode=mode, ulysses_degree=ulysses).setup(world=world)
+    attach_wan_parallel(par, runtime)
+    caches = [m.initialize_autoregressive_cache(text_embeddings=_text(4)) for m in (ref, par)]
+    worst = 0.0
+    gen = torch.Generator().manual_seed(5)
+    for block in range(4):
+        latent = torch.randn(ref.latent_shape, generator=gen)
+        flows = []
+        for model, cache in zip((ref, par), caches):
+            for t in (900.0, 400.0):  # two denoising forwards read the cache, never write it
+                flow = model.predict_flow(latent, torch.tensor(t), cache)
+            flows.append(flow)
+            model.finalize_kv_cache(latent * 0.5, torch.tensor(0.0), cache)
+        worst = max(worst, float((flows[0] - flows[1]).abs().max()))
+    # Each rank holds 1/P of the cache (Ulysses: heads; ring: token rows).
+    full, mine = caches[0].self_k[0], caches[1].self_k[0]
+    assert mine.numel() < full.numel(), (mine.shape, full.shape)
+    return worst
+
+
+def dit_parity(rank: int, checks: list[tuple]) -> dict[str, float]:
+    """Run every check on one process group; ``{name: max abs error vs one process}``."""
+    world = ProcessWorld(timeout_s=30)
+    out: dict[str, float] = {}
+    with world.guard():
+        for name, kind, *args in checks:
+            torch.manual_seed(0)
+            if kind == "bidirectional":
+                out[name] = _bidirectional(world, *args)
+            elif kind == "causal":
+                out[name] = _causal(world, *args)
+            elif kind == "ulysses_error":
+                try:
+                    ParallelConfig(mode="ulysses").setup(world=world)
+                    attach_wan_parallel(_transformer(False), ParallelConfig(mode="ulysses").setup(world=world))
+                    out[name] = -1.0
+                except ValueError as error:
+                    out[name] = 1.0 if "does not divide the 6 attention heads" in str(error) else -2.0
+    return out
