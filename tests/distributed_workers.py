@@ -93,3 +93,45 @@ def dit_parity(rank: int, checks: list[tuple]) -> dict[str, float]:
                 except ValueError as error:
                     out[name] = 1.0 if "does not divide the 6 attention heads" in str(error) else -2.0
     return out
+
+
+# ------------------------------------------------------------------------------ VAE
+def _vae():
+    from framestream.models.wan.vae import WanVAE, init_random_weights, tiny_wan21_arch
+
+    return init_random_weights(WanVAE(tiny_wan21_arch(4)), 0).eval().requires_grad_(False)
+
+
+def vae_parity(rank: int, latent_hw: tuple[int, int], tile_latents: int) -> dict:
+    """Tile-parallel decode (both head placements) and encode (both back placements) vs one-process untiled."""
+    from framestream.distributed.vae import iter_decode_parallel, iter_encode_parallel, split_tiles
+    from framestream.tiling.planner import TilingConfig
+    from framestream.tiling.wan_exact import plan_exact_decode, plan_exact_encode
+
+    world = ProcessWorld(timeout_s=30)
+    out: dict = {}
+    with world.guard():
+        runtime = ParallelConfig().setup(world=world)
+        vae = _vae()
+        tiling = TilingConfig(tile_size_px=tile_latents * 8, tile_overlap_px=0, tile_batch_size=2)
+        z = torch.randn(1, vae.arch.z_dim, 3, *latent_hw, generator=torch.Generator().manual_seed(1))
+        expect = vae.decode(z)
+        plan = plan_exact_decode(vae, latent_hw, tiling)
+        out["tiles_per_rank"] = [len(t) for t in split_tiles(plan, runtime.world_size).tiles]
+        for head in ("every_rank", "rank0"):
+            chunks = list(iter_decode_parallel(vae, z, plan, runtime, chunk_size=2, head=head))
+            if rank == 0:
+                got = torch.cat([c for c, _ in chunks], dim=2)
+                out[f"decode_{head}"] = float((got - expect).abs().max())
+            else:
+                assert all(c is None for c, _ in chunks)
+        x = expect.clamp(-1, 1)
+        mean = vae.encode(x)
+        eplan = plan_exact_encode(vae, tuple(x.shape[-2:]), tiling)
+        for back in ("rank0", "every_rank"):
+            chunks = list(iter_encode_parallel(vae, x, eplan, runtime, chunk_size=2, back=back))
+            if rank == 0 or back == "every_rank":
+                got = torch.cat([m for m, _ in chunks], dim=2)[:, : vae.arch.z_dim]
+                out[f"encode_{back}"] = float((got - mean).abs().max())
+        out["bytes"] = dict(runtime.stats.sent)
+    return out
