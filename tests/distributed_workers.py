@@ -135,3 +135,61 @@ def vae_parity(rank: int, latent_hw: tuple[int, int], tile_latents: int) -> dict
                 out[f"encode_{back}"] = float((got - mean).abs().max())
         out["bytes"] = dict(runtime.stats.sent)
     return out
+
+
+def generate_frames(rank: int, mode: str, num_blocks: int = 3) -> torch.Tensor | None:
+    """The tiny self-forcing recipe's float frames, generated on this group (rank 0 returns them)."""
+    from framestream.distributed.pipeline import setup_parallel_pipeline
+    from framestream.recipes.wan import iter_video_blocks, prepare_recipe, wan21_self_forcing_1_3b_tiny
+    from framestream.config import derive_config
+
+    world = ProcessWorld(timeout_s=30)
+    with world.guard():
+        config, n = prepare_recipe(wan21_self_forcing_1_3b_tiny(), num_blocks)
+        config = derive_config(config, **{"parallel.mode": mode})
+        pipeline = setup_parallel_pipeline(config, world)
+        with torch.no_grad():
+            frames = torch.cat(list(iter_video_blocks(pipeline, "a fox", n)), dim=2)
+    return frames if rank == 0 else None
+
+
+def failing_rank(rank: int, how: str) -> str:
+    """Rank 1 fails (``bad_input``: before any collective; ``forward``: inside a CP forward; ``stuck``:
+    stops answering); rank 0 runs a context-parallel forward. Returns how this rank ended."""
+    import time
+
+    from framestream.distributed.runtime import PeerFailedError
+
+    world = ProcessWorld(timeout_s=4 if how == "stuck" else 30)
+    start = time.monotonic()
+    try:
+        with world.guard():
+            model = _transformer(False)
+            attach_wan_parallel(model, ParallelConfig(mode="ring").setup(world=world))
+            cache = model.initialize_autoregressive_cache(text_embeddings=_text(1))
+            latent = torch.randn(model.latent_shape)
+            if rank == 1 and how == "bad_input":
+                raise ValueError("bad latent on rank 1")
+            if rank == 1 and how in ("forward", "stuck"):
+                block = model.dit.blocks[1]
+                original = block.forward
+
+                def broken(*args, **kwargs):
+                    if how == "stuck":
+                        time.sleep(60)
+                    raise RuntimeError("exploded in rank 1's forward")
+
+                block.forward = broken
+                del original
+            model.predict_flow(latent, torch.tensor(500.0), cache)
+            return "finished"
+    except PeerFailedError as error:
+        raise RuntimeError(f"peer failed after {time.monotonic() - start:.1f} s: {error}") from None
+    except Exception as error:
+        raise RuntimeError(f"own error after {time.monotonic() - start:.1f} s: {type(error).__name__}: {error}") from None
+
+
+def _now(rank: int) -> float:
+    import time
+
+    return time.time()

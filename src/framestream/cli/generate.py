@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-blocks", type=int, default=None, help="AR blocks to generate (causal recipes; default: 7)")
     parser.add_argument("--seed", type=int, default=None, help="noise seed (default: the recipe's, 0)")
     parser.add_argument("--fps", type=float, default=16.0, help="output frame rate (default: 16)")
+    parser.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 (lossless) .. 51 (default: 18)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(func=run, accepts_overrides=True)
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
             + (", and gdhe17/Self-Forcing checkpoints/self_forcing_dmd.pt" if "self-forcing" in args.recipe else "")
             + ")"
         )
+    if not 0 <= args.crf <= 51:
+        raise ValueError(f"--crf must be in [0, 51], got {args.crf}")
     if not args.prompt and not args.print_config:
         raise ValueError("--prompt is required")
 
@@ -88,13 +91,16 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config)
         return 0
-    if tiny:
+    if tiny and (getattr(args, "world", None) is None or args.world.is_main):
         print(f"framestream generate: {args.recipe} has RANDOM weights (a pipeline smoke test, not a trained model)")
 
     start = time.perf_counter()
+    world = getattr(args, "world", None)
+    main_rank = world is None or world.is_main  # under torchrun only rank 0 writes and reports
 
     def report(index: int, frames: int) -> None:
-        print(f"block {index + 1}/{num_blocks}: {frames} frames written ({time.perf_counter() - start:.1f} s)", flush=True)
+        if main_rank:
+            print(f"block {index + 1}/{num_blocks}: {frames} frames written ({time.perf_counter() - start:.1f} s)", flush=True)
 
     result = generate_video(
         config,
@@ -103,12 +109,15 @@ def run(args: argparse.Namespace) -> int:
         num_blocks=num_blocks,
         negative_prompt=args.negative_prompt,
         fps=args.fps,
+        crf=args.crf,
         device=args.device,
         on_block=report,
+        world=world,
     )
     elapsed = time.perf_counter() - start
-    print(
-        f"wrote {result['frames']} frames ({result['width']}x{result['height']}, {args.fps:g} fps) in "
-        f"{result['blocks']} block(s) to {result['path']} in {elapsed:.1f} s"
-    )
+    if main_rank:
+        print(
+            f"wrote {result['frames']} frames ({result['width']}x{result['height']}, {args.fps:g} fps) in "
+            f"{result['blocks']} block(s) to {result['path']} in {elapsed:.1f} s"
+        )
     return 0

@@ -46,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
+    from framestream.distributed.launch import PeerFailedError, run_command
+
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, PermissionError) as err:
+        return int(run_command(args) or 0)  # one process, or a torchrun rank (see framestream.distributed.launch)
+    except (ValueError, FileNotFoundError, KeyError, PermissionError, PeerFailedError) as err:
         # Bad input is reported as one clear line, not a traceback.
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"framestream {args.command}: error: {message}", file=sys.stderr)

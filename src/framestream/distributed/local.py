@@ -8,6 +8,7 @@ it outlives any rank. Everything is bounded by ``timeout_s``: stragglers are kil
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import os
 import queue
@@ -17,6 +18,8 @@ import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+
+import torch
 
 __all__ = ["run_local_group", "free_port", "LocalGroupError"]
 
@@ -49,7 +52,10 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, re
         TORCHELASTIC_USE_AGENT_STORE="True",
     )
     try:
-        results.put((rank, True, fn(rank, *args)))
+        # Serialised to bytes: torch's queue pickling would share tensors through this (exiting) process.
+        buffer = io.BytesIO()
+        torch.save(fn(rank, *args), buffer)
+        results.put((rank, True, buffer.getvalue()))
     except BaseException as error:  # reported to the parent, which raises
         results.put((rank, False, f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
 
@@ -62,11 +68,14 @@ def run_local_group(
     timeout_s: float = 60.0,
     env: dict[str, str] | None = None,
     allow_errors: bool = False,
+    grace_s: float = 10.0,
 ) -> dict[int, Any]:
     """Run ``fn(rank, *args)`` on ``world_size`` spawned processes; ``{rank: result}``.
 
     ``fn`` must be importable (a module-level function). With ``allow_errors`` a failed rank's
-    entry is its error text and nothing is raised unless a rank timed out.
+    entry is its error text and nothing is raised unless a rank timed out. As torchrun does,
+    once a rank has failed the others get ``grace_s`` to finish, then are killed (their
+    entry says so).
     """
     import torch.distributed as dist
 
@@ -81,8 +90,11 @@ def run_local_group(
     done: dict[int, Any] = {}
     errors: dict[int, str] = {}
     deadline = time.monotonic() + timeout_s
+    first_error = float("inf")
     try:
         while len(done) + len(errors) < world_size:
+            if errors:
+                deadline = min(deadline, first_error + grace_s)
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -93,15 +105,22 @@ def run_local_group(
                 for r, p in enumerate(procs):
                     if not p.is_alive() and r not in done and r not in errors and p.exitcode not in (0, None):
                         errors[r] = f"exited with code {p.exitcode}"
+                        first_error = min(first_error, time.monotonic())
                 continue
-            (done if ok else errors)[rank] = value
+            if ok:
+                done[rank] = torch.load(io.BytesIO(value), weights_only=False)
+            else:
+                errors[rank] = value
+                first_error = min(first_error, time.monotonic())
     finally:
         for p in procs:
             p.join(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
-        for p in procs:
+        for r, p in enumerate(procs):
             if p.is_alive():
                 p.kill()
                 p.join(timeout=5)
+                if errors and r not in done and r not in errors:
+                    errors[r] = f"killed {grace_s:g} s after rank {min(errors)} failed"
         del store
     missing = [r for r in range(world_size) if r not in done and r not in errors]
     if missing:

@@ -178,9 +178,11 @@ class ParallelRuntime:
     (on one node: all-to-all wants the fastest links) and the ring spans them.
     """
 
-    def __init__(self, config: ParallelConfig, world: ProcessWorld | None = None) -> None:
+    def __init__(self, config: ParallelConfig, world: ProcessWorld | None = None, device: str = "auto") -> None:
         self.config = config
-        self.world = world if world is not None else ProcessWorld(timeout_s=config.collective_timeout_s, backend=config.backend)
+        if world is None:
+            world = ProcessWorld(timeout_s=config.collective_timeout_s, backend=config.backend, device=device)
+        self.world = world
         w, r = self.world.world_size, self.world.rank
         self.cfg_degree, self.ulysses_degree, self.ring_degree = config.degrees(w)
         self.cp_degree = self.ulysses_degree * self.ring_degree

@@ -25,6 +25,7 @@ DiT and VAE, for tests and CPU smoke runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import zlib
 from collections.abc import Callable, Iterator
@@ -402,24 +403,35 @@ def generate_video(
     num_blocks: int | None = None,
     negative_prompt: str | None = None,
     fps: float = WAN_FPS,
+    crf: int = 18,
     device: str | torch.device = "cpu",
     on_block: Callable[[int, int], None] | None = None,
+    world: Any = None,
 ) -> dict[str, Any]:
     """Run a Wan recipe and stream its frames to ``output`` (mp4), block by block.
 
     Returns ``{"frames", "blocks", "height", "width", "path"}``. ``on_block(index, frames)``
-    is called after each block is written.
+    is called after each block is written. ``world``: this rank's
+    :class:`~framestream.distributed.runtime.ProcessWorld` under torchrun (the DiT then
+    runs as ``config.parallel`` says; only rank 0 writes); None = one process.
     """
     from framestream.io.video import StreamingVideoWriter
 
     config, num_blocks = prepare_recipe(config, num_blocks)
     if config.diffusion_model.transformer.batch_size != 1:
         raise ValueError("generate_video writes one video: batch_size must be 1")
-    pipeline = config.setup().to(torch.device(device)).eval()
-    with StreamingVideoWriter(output, fps=fps) as writer:
+    if world is not None:
+        from framestream.distributed.pipeline import setup_parallel_pipeline
+
+        pipeline, writes = setup_parallel_pipeline(config, world), world.is_main
+    else:
+        pipeline, writes = config.setup().to(torch.device(device)).eval(), True
+    with StreamingVideoWriter(output, fps=fps, crf=crf) if writes else contextlib.nullcontext() as writer:
         for index, frames in enumerate(iter_video_blocks(pipeline, prompt, num_blocks, negative_prompt)):
-            writer.write(frames)
+            if writer is not None:
+                writer.write(frames)
             if on_block is not None:
                 on_block(index, frames.shape[2])
-    height, width = writer.size or (0, 0)
-    return {"frames": writer.num_frames, "blocks": num_blocks, "height": height, "width": width, "path": Path(output)}
+    height, width = (writer.size if writer is not None else None) or (0, 0)
+    frames_written = writer.num_frames if writer is not None else 0
+    return {"frames": frames_written, "blocks": num_blocks, "height": height, "width": width, "path": Path(output)}
