@@ -45,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fps", type=float, default=16.0, help="output frame rate (default: 16)")
     parser.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 (lossless) .. 51 (default: 18)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--decoder", choices=("wan-vae", "taehv"), default="wan-vae",
+        help="latent decoder: the full Wan VAE (default) or the tiny TAEHV (taew2_1.pth in --checkpoint-dir "
+        "or --decoder-checkpoint; random tiny weights for -tiny recipes)",
+    )
+    parser.add_argument("--decoder-checkpoint", type=Path, default=None, help="TAEHV checkpoint (taew2_1.pth)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(func=run, accepts_overrides=True)
 
@@ -83,6 +89,12 @@ def run(args: argparse.Namespace) -> int:
 
     # Resolves (and checks) every weight file before anything is built.
     config = RECIPES[args.recipe](args.checkpoint_dir)
+    if args.decoder != "wan-vae":
+        from framestream.recipes.decoders import select_decoder
+
+        config = select_decoder(
+            config, args.decoder, checkpoint_path=args.decoder_checkpoint, checkpoint_dir=args.checkpoint_dir, tiny=tiny
+        )
     if args.seed is not None:
         config = derive_config(config, **{"diffusion_model.seed": args.seed})
     config, num_blocks = prepare_recipe(config, args.num_blocks)
