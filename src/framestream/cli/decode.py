@@ -85,68 +85,63 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from framestream import vae_runner as vr
-    from framestream.io.latents import load_latents
+    from framestream import jobs
 
     # Cheap checks first, in the order a user fixes them.
-    fmt = vr.output_format(args.output, args.format)
+    fmt = jobs.output_format(args.output, args.format)
     output = Path(args.output)
-    dtype = vr.parse_float_dtype(args.dtype, "--dtype")
-    weights_dtype = vr.parse_float_dtype(args.weights_dtype, "--weights-dtype") if args.weights_dtype else dtype
-    vr.check_chunk(args.chunk)
+    dtype = jobs.parse_float_dtype(args.dtype, "--dtype")
+    weights_dtype = jobs.parse_float_dtype(args.weights_dtype, "--weights-dtype") if args.weights_dtype else dtype
+    jobs.check_chunk(args.chunk)
     if args.fps is not None and args.fps <= 0:
         raise ValueError(f"--fps must be > 0, got {args.fps}")
     if not 0 <= args.crf <= 51:
         raise ValueError(f"--crf must be in [0, 51], got {args.crf}")
-    device = vr.resolve_device(args.device)
-    vr.check_output(output, fmt)
+    device = jobs.resolve_device(args.device)
+    jobs.check_output(output, fmt)
+    from framestream.io.latents import load_latents
+
     z, meta = load_latents(args.latents)
     if args.vae is None:
         if meta.vae is None:
             raise ValueError(f"{args.latents} does not say which VAE made it; pass --vae wan2.1 or --vae wan2.2")
         args.vae = meta.vae
-    version = vr.vae_version(args.vae)
-    vr.check_latents(z, meta, version, args.latents)
-    tiling = vr.make_tiling(args.tile_size, args.tile_overlap, args.tile_batch_size, vr.SPATIAL_FACTOR[version])
+    version = jobs.vae_version(args.vae)
+    jobs.check_latents(z, meta, version, args.latents)
+    tiling = jobs.make_tiling(args.tile_size, args.tile_overlap, args.tile_batch_size, jobs.SPATIAL_FACTOR[version])
     if args.tile_order == "tile" and tiling is None:
         raise ValueError("--tile-order tile needs --tile-size")
-    fps = args.fps or meta.fps or 16.0
-
-    memory = vr.PeakMemory(device)
-    vae = vr.load_vae(args.checkpoint, version, weights_dtype=weights_dtype, device=device, include_decoder=True)
-    z = z.to(device=device, dtype=torch.float32)
-    if meta.normalized:
-        z = vae.denormalize_latents(z)
-    z = z.to(dtype)
-    total = vr.decoded_frames(z.shape[2])
-    height, width = z.shape[3] * vr.SPATIAL_FACTOR[version], z.shape[4] * vr.SPATIAL_FACTOR[version]
-    sink = vr.open_sink(
-        output,
-        fmt,
-        total_frames=total,
-        fps=fps,
+    options = jobs.DecodeOptions(
+        version=version,
+        dtype=dtype,
+        chunk_size=args.chunk,
+        tiling=tiling,
+        tile_order=args.tile_order,
+        device=device,
         crf=args.crf,
         threads=1 if device.type == "cpu" else None,
-        metadata={"vae": vr.vae_name(version), "fps": fps, "source": args.latents},
     )
-    frames = vr.decode_to_sink(vae, z, sink, chunk_size=args.chunk, tiling=tiling, tile_order=args.tile_order)
+    item = jobs.DecodeItem(source=Path(args.latents), output=output, format=fmt, fps=args.fps)
+
+    memory = jobs.PeakMemory(device)
+    vae = jobs.load_vae(args.checkpoint, version, weights_dtype=weights_dtype, device=device, include_decoder=True)
+    result = jobs.decode_one(item, vae, options, latents=(z, meta))
     summary = memory.summary(
         command="decode",
-        output=str(output),
-        format=fmt,
-        frames=frames,
-        height=height,
-        width=width,
-        fps=fps,
-        vae=vr.vae_name(version),
+        output=str(result.output),
+        format=result.format,
+        frames=result.frames,
+        height=result.height,
+        width=result.width,
+        fps=result.fps,
+        vae=jobs.vae_name(version),
         tiled=tiling is not None,
     )
     report(
         args,
         summary,
-        f"wrote {frames} frames ({width}x{height}, {fps:g} fps, {fmt}) to {output} in {summary['seconds']:.1f} s; "
-        f"peak memory {vr.human_bytes(summary['peak_memory_bytes'])} ({summary['peak_memory_kind']})",
+        f"wrote {result.frames} frames ({result.width}x{result.height}, {result.fps:g} fps, {result.format}) to "
+        f"{result.output} in {summary['seconds']:.1f} s; "
+        f"peak memory {jobs.human_bytes(summary['peak_memory_bytes'])} ({summary['peak_memory_kind']})",
     )
     return 0
