@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from framestream.distributed.config import ParallelConfig
@@ -74,10 +76,22 @@ def _causal(world: ProcessWorld, mode: str, ulysses: int | None) -> float:
     return worst
 
 
-def dit_parity(rank: int, checks: list[tuple]) -> dict[str, float]:
-    """Run every check on one process group; ``{name: max abs error vs one process}``."""
+def _ulysses_error(world: ProcessWorld) -> str:
+    """The one-line error when the Ulysses degree does not divide the head count ('' if none)."""
+    from framestream.models.wan.transformer.config import WAN_TINY
+
+    model = WanTransformerConfig(arch=WAN_TINY, allow_random_init=True, dtype=torch.float32, height=10, width=6).setup()
+    try:
+        attach_wan_parallel(model, ParallelConfig(mode="ulysses").setup(world=world))
+    except ValueError as error:
+        return str(error)
+    return ""
+
+
+def run_checks(rank: int, checks: list[tuple]) -> dict[str, Any]:
+    """Run every check on one process group (spawned once): ``{name: result}``."""
     world = ProcessWorld(timeout_s=30)
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     with world.guard():
         for name, kind, *args in checks:
             torch.manual_seed(0)
@@ -86,12 +100,11 @@ def dit_parity(rank: int, checks: list[tuple]) -> dict[str, float]:
             elif kind == "causal":
                 out[name] = _causal(world, *args)
             elif kind == "ulysses_error":
-                try:
-                    ParallelConfig(mode="ulysses").setup(world=world)
-                    attach_wan_parallel(_transformer(False), ParallelConfig(mode="ulysses").setup(world=world))
-                    out[name] = -1.0
-                except ValueError as error:
-                    out[name] = 1.0 if "does not divide the 6 attention heads" in str(error) else -2.0
+                out[name] = _ulysses_error(world)
+            elif kind == "vae":
+                out[name] = _vae_parity(world, *args)
+            elif kind == "generate":
+                out[name] = _generate_frames(world, *args)
     return out
 
 
@@ -102,55 +115,58 @@ def _vae():
     return init_random_weights(WanVAE(tiny_wan21_arch(4)), 0).eval().requires_grad_(False)
 
 
-def vae_parity(rank: int, latent_hw: tuple[int, int], tile_latents: int) -> dict:
+def _vae64():
+    """float64: the tiled result then matches untiled to ~1e-12, so any tiling error would stand out."""
+    return _vae().double()
+
+
+def _vae_parity(world: ProcessWorld, latent_hw: tuple[int, int], tile_latents: int) -> dict:
     """Tile-parallel decode (both head placements) and encode (both back placements) vs one-process untiled."""
     from framestream.distributed.vae import iter_decode_parallel, iter_encode_parallel, split_tiles
     from framestream.tiling.planner import TilingConfig
     from framestream.tiling.wan_exact import plan_exact_decode, plan_exact_encode
 
-    world = ProcessWorld(timeout_s=30)
+    rank = world.rank
     out: dict = {}
-    with world.guard():
-        runtime = ParallelConfig().setup(world=world)
-        vae = _vae()
-        tiling = TilingConfig(tile_size_px=tile_latents * 8, tile_overlap_px=0, tile_batch_size=2)
-        z = torch.randn(1, vae.arch.z_dim, 3, *latent_hw, generator=torch.Generator().manual_seed(1))
-        expect = vae.decode(z)
-        plan = plan_exact_decode(vae, latent_hw, tiling)
-        out["tiles_per_rank"] = [len(t) for t in split_tiles(plan, runtime.world_size).tiles]
-        for head in ("every_rank", "rank0"):
-            chunks = list(iter_decode_parallel(vae, z, plan, runtime, chunk_size=2, head=head))
-            if rank == 0:
-                got = torch.cat([c for c, _ in chunks], dim=2)
-                out[f"decode_{head}"] = float((got - expect).abs().max())
-            else:
-                assert all(c is None for c, _ in chunks)
-        x = expect.clamp(-1, 1)
-        mean = vae.encode(x)
-        eplan = plan_exact_encode(vae, tuple(x.shape[-2:]), tiling)
-        for back in ("rank0", "every_rank"):
-            chunks = list(iter_encode_parallel(vae, x, eplan, runtime, chunk_size=2, back=back))
-            if rank == 0 or back == "every_rank":
-                got = torch.cat([m for m, _ in chunks], dim=2)[:, : vae.arch.z_dim]
-                out[f"encode_{back}"] = float((got - mean).abs().max())
-        out["bytes"] = dict(runtime.stats.sent)
+    runtime = ParallelConfig().setup(world=world)
+    vae = _vae64()
+    tiling = TilingConfig(tile_size_px=tile_latents * 8, tile_overlap_px=0, tile_batch_size=2)
+    z = torch.randn(1, vae.arch.z_dim, 3, *latent_hw, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expect = vae.decode(z)
+    plan = plan_exact_decode(vae, latent_hw, tiling)
+    out["tiles_per_rank"] = [len(t) for t in split_tiles(plan, runtime.world_size).tiles]
+    for head in ("every_rank", "rank0"):
+        chunks = list(iter_decode_parallel(vae, z, plan, runtime, chunk_size=2, head=head))
+        if rank == 0:
+            got = torch.cat([c for c, _ in chunks], dim=2)
+            out[f"decode_{head}"] = float((got - expect).abs().max())
+        else:
+            assert all(c is None for c, _ in chunks)
+    x = expect.clamp(-1, 1)
+    mean = vae.encode(x)
+    eplan = plan_exact_encode(vae, tuple(x.shape[-2:]), tiling)
+    for back in ("rank0", "every_rank"):
+        pieces = [x[:, :, :5], x[:, :, 5:]]  # streamed in two pieces, as the encode job reads a video
+        chunks = list(iter_encode_parallel(vae, pieces, eplan, runtime, chunk_size=2, back=back))
+        if rank == 0 or back == "every_rank":
+            got = torch.cat([m for m, _ in chunks], dim=2)[:, : vae.arch.z_dim]
+            out[f"encode_{back}"] = float((got - mean).abs().max())
+    out["bytes"] = dict(runtime.stats.sent)
     return out
 
 
-def generate_frames(rank: int, mode: str, num_blocks: int = 3) -> torch.Tensor | None:
-    """The tiny self-forcing recipe's float frames, generated on this group (rank 0 returns them)."""
+def _generate_frames(world: ProcessWorld, mode: str, num_blocks: int = 3) -> torch.Tensor | None:
+    """The tiny self-forcing recipe's float frames generated on this group (rank 0 returns them)."""
+    from framestream.config import derive_config
     from framestream.distributed.pipeline import setup_parallel_pipeline
     from framestream.recipes.wan import iter_video_blocks, prepare_recipe, wan21_self_forcing_1_3b_tiny
-    from framestream.config import derive_config
 
-    world = ProcessWorld(timeout_s=30)
-    with world.guard():
-        config, n = prepare_recipe(wan21_self_forcing_1_3b_tiny(), num_blocks)
-        config = derive_config(config, **{"parallel.mode": mode})
-        pipeline = setup_parallel_pipeline(config, world)
-        with torch.no_grad():
-            frames = torch.cat(list(iter_video_blocks(pipeline, "a fox", n)), dim=2)
-    return frames if rank == 0 else None
+    config, n = prepare_recipe(wan21_self_forcing_1_3b_tiny(), num_blocks)
+    config = derive_config(config, **{"parallel.mode": mode})
+    pipeline = setup_parallel_pipeline(config, world)
+    with torch.no_grad():
+        frames = torch.cat(list(iter_video_blocks(pipeline, "a fox", n)), dim=2)
+    return frames if world.is_main else None
 
 
 def failing_rank(rank: int, how: str) -> str:
@@ -188,8 +204,3 @@ def failing_rank(rank: int, how: str) -> str:
     except Exception as error:
         raise RuntimeError(f"own error after {time.monotonic() - start:.1f} s: {type(error).__name__}: {error}") from None
 
-
-def _now(rank: int) -> float:
-    import time
-
-    return time.time()

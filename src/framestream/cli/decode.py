@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--fps must be > 0, got {args.fps}")
     if not 0 <= args.crf <= 51:
         raise ValueError(f"--crf must be in [0, 51], got {args.crf}")
-    device = jobs.resolve_device(args.device)
+    device = jobs.resolve_device(args.device) if getattr(args, "world", None) is None else args.world.device
     jobs.check_output(output, fmt)
     from framestream.io.latents import load_latents
 
@@ -123,9 +123,17 @@ def run(args: argparse.Namespace) -> int:
     )
     item = jobs.DecodeItem(source=Path(args.latents), output=output, format=fmt, fps=args.fps)
 
+    world = getattr(args, "world", None)  # torchrun: tiles split across ranks, rank 0 writes
     memory = jobs.PeakMemory(device)
     vae = jobs.load_vae(args.checkpoint, version, weights_dtype=weights_dtype, device=device, include_decoder=True)
-    result = jobs.decode_one(item, vae, options, latents=(z, meta))
+    if world is not None:
+        from framestream.distributed.jobs import decode_one_distributed
+
+        result = decode_one_distributed(item, vae, options, world, latents=(z, meta))
+        if result is None:
+            return 0
+    else:
+        result = jobs.decode_one(item, vae, options, latents=(z, meta))
     summary = memory.summary(
         command="decode",
         output=str(result.output),

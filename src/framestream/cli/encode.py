@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from framestream import jobs
     from framestream.io.atomic import check_writable
 
-    options = encode_options(args)
+    world = getattr(args, "world", None)  # torchrun: tiles split across ranks, rank 0 writes
+    options = encode_options(args, local_rank=world.local_rank if world is not None else 0)
     output = Path(args.output)
     if output.suffix not in (".safetensors", ".pt", ".pth"):
         raise ValueError(f"latent file must end in .safetensors or .pt, got {output.name!r}")
@@ -102,7 +103,15 @@ def run(args: argparse.Namespace) -> int:
 
     memory = jobs.PeakMemory(options.device)
     vae = options.load_vae(args.checkpoint)
-    result = jobs.encode_one(jobs.EncodeItem(source=Path(args.video), output=output), vae, options, plan=plan)
+    item = jobs.EncodeItem(source=Path(args.video), output=output)
+    if world is not None:
+        from framestream.distributed.jobs import encode_one_distributed
+
+        result = encode_one_distributed(item, vae, options, world, plan=plan)
+        if result is None:
+            return 0
+    else:
+        result = jobs.encode_one(item, vae, options, plan=plan)
     height, width = result.size
     summary = memory.summary(
         command="encode",

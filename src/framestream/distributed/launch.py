@@ -16,15 +16,17 @@ from typing import Any
 
 from framestream.distributed.runtime import PeerFailedError, ProcessWorld, world_size_from_env
 
-__all__ = ["run_command", "PeerFailedError", "DEFAULT_TIMEOUT_S"]
+__all__ = ["run_command", "PeerFailedError", "DEFAULT_TIMEOUT_S", "PARALLEL_COMMANDS"]
 
 DEFAULT_TIMEOUT_S = 120.0
+PARALLEL_COMMANDS = frozenset({"generate", "decode", "encode"})
+"""Commands whose ranks cooperate on one output (the others, e.g. ``encode-dataset``, shard by rank on their own)."""
 
 
 def run_command(args: argparse.Namespace) -> Any:
     """``args.func(args)``; under torchrun with ``args.world`` set to this rank's :class:`ProcessWorld`."""
-    if world_size_from_env() == 1:
-        args.world = None
+    if world_size_from_env() == 1 or args.command not in PARALLEL_COMMANDS:
+        args.world = None  # encode-dataset shards videos by RANK itself, with no collective to wait on
         return args.func(args)
     timeout = float(os.environ.get("FRAMESTREAM_COLLECTIVE_TIMEOUT_S", DEFAULT_TIMEOUT_S))
     device = getattr(args, "device", None) or "auto"

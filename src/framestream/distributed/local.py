@@ -51,6 +51,8 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, re
         MASTER_PORT=str(port),
         TORCHELASTIC_USE_AGENT_STORE="True",
     )
+    if "OMP_NUM_THREADS" in env:  # torch was imported (unpickling fn) before the variable was set
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     try:
         # Serialised to bytes: torch's queue pickling would share tensors through this (exiting) process.
         buffer = io.BytesIO()

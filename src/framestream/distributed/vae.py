@@ -24,7 +24,7 @@ non-zero rank's owned pixels once (``B * 3 * frames * owned_px * dtype``), plus 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -188,10 +188,12 @@ def iter_decode_parallel(
         pos += n
 
 
-def _encode_spans(t: int, k: int, r: int) -> Iterator[tuple[int, int, int, int]]:
-    """``(first frame, frames used, real latents, padded latents)`` of a self-contained encode (as the tiler)."""
-    yield 0, 1, 1, 0
-    start = 1
+def _encode_spans(t: int, k: int, r: int, started: bool) -> Iterator[tuple[int, int, int, int]]:
+    """``(first frame, frames used, real latents, padded latents)`` of the encoder chunks (as the tiler's)."""
+    start = 0
+    if not started:
+        yield 0, 1, 1, 0
+        start = 1
     while start < t:
         used = min(k * r, t - start)
         yield start, used, used // r, k - used // r
@@ -201,48 +203,55 @@ def _encode_spans(t: int, k: int, r: int) -> Iterator[tuple[int, int, int, int]]
 @torch.no_grad()
 def iter_encode_parallel(
     vae: WanVAE,
-    x: torch.Tensor,
+    videos: Iterable[torch.Tensor],
     plan: ExactTilePlan,
     runtime: ParallelRuntime,
     *,
     chunk_size: int = 1,
     back: str = "rank0",
 ) -> Iterator[tuple[torch.Tensor | None, int]]:
-    """Exact tiled encode of a self-contained video over all ranks: ``(moments or None, start)`` per chunk.
+    """Exact tiled encode over all ranks of a video given in pieces: ``(moments or None, start)`` per chunk.
 
-    ``moments`` as :func:`~framestream.tiling.wan_exact.iter_encode_tiled`; on rank 0 only
-    with ``back='rank0'``, on every rank with ``'every_rank'``.
+    ``videos``: the stream's pixels in ``[-1, 1]``, ``1 + 4k`` frames first, then ``4k`` per
+    piece (what :func:`framestream.jobs.encode.iter_pixel_chunks` yields); every rank must
+    pass the same pixels. ``moments`` as :func:`~framestream.tiling.wan_exact.iter_encode_tiled`,
+    on rank 0 only with ``back='rank0'``, on every rank with ``'every_rank'``; ``start`` counts
+    latent frames from the start of the stream.
     """
     if back not in ("every_rank", "rank0"):
         raise ValueError(f"back must be 'every_rank' or 'rank0', got {back!r}")
-    if plan.kind != "encode" or plan.in_hw != tuple(x.shape[-2:]):
-        raise ValueError(f"the plan is a {plan.kind} plan for {plan.in_hw}, the video is {tuple(x.shape[-2:])}")
-    r_t = vae.temporal_ratio
-    if x.shape[2] < 1 or (x.shape[2] - 1) % r_t:
-        raise ValueError(f"a self-contained encode needs 1 + {r_t}k frames, got {x.shape[2]}")
+    if plan.kind != "encode":
+        raise ValueError(f"got a {plan.kind} plan for an encode")
     shares = split_tiles(plan, runtime.world_size)
     calls = shares.calls[runtime.rank]
     caches = [WanCausalCache() for _ in calls]
     back_cache = WanCausalCache()
-    b = x.shape[0]
     grid_h, grid_w = plan.grid_hw
     everywhere = back == "every_rank"
+    r_t = vae.temporal_ratio
     pos = 0
-    for start, used, real, pad in _encode_spans(x.shape[2], chunk_size, r_t):
-        chunk = x[:, :, start : start + used]
-        if pad:
-            chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad * r_t))
-        owned = _run_calls(vae.encode_front, chunk, plan, calls, caches, pad)
-        del chunk
-        parts = _exchange_owned(runtime, owned, x, everywhere)
-        moments = None
-        if parts is not None:
-            cells = b * (real + pad) * grid_h * grid_w
-            channels = sum(p.numel() for p in parts) // cells
-            feats = x.new_empty(b, channels, real + pad, grid_h, grid_w)
-            for r, flat in enumerate(parts):
-                _place(feats, flat, plan, shares.calls[r])
-            moments = vae.encode_back(feats, back_cache, num_padded=pad, atomic=False)
-            del feats
-        yield moments, pos
-        pos += real
+    for x in videos:
+        if plan.in_hw != tuple(x.shape[-2:]):
+            raise ValueError(f"the plan is for {plan.in_hw} pixels, the video is {tuple(x.shape[-2:])}")
+        t = x.shape[2]
+        if (t - 1) % r_t if pos == 0 else t % r_t:
+            raise ValueError(f"video piece of {t} frames: the first needs 1 + {r_t}k frames, later ones {r_t}k")
+        b = x.shape[0]
+        for start, used, real, pad in _encode_spans(t, chunk_size, r_t, pos > 0):
+            chunk = x[:, :, start : start + used]
+            if pad:
+                chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad * r_t))
+            owned = _run_calls(vae.encode_front, chunk, plan, calls, caches, pad)
+            del chunk
+            parts = _exchange_owned(runtime, owned, x, everywhere)
+            moments = None
+            if parts is not None:
+                cells = b * (real + pad) * grid_h * grid_w
+                channels = sum(p.numel() for p in parts) // cells
+                feats = x.new_empty(b, channels, real + pad, grid_h, grid_w)
+                for r, flat in enumerate(parts):
+                    _place(feats, flat, plan, shares.calls[r])
+                moments = vae.encode_back(feats, back_cache, num_padded=pad, atomic=False)
+                del feats
+            yield moments, pos
+            pos += real

@@ -13,7 +13,7 @@ inside it, so every engine writes the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,13 +208,19 @@ def encode_video(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    chunks: Iterable[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Un-normalised posterior mean ``(1, C, 1 + (frames-1)/4, H/s, W/s)`` in float32."""
+    """Un-normalised posterior mean ``(1, C, 1 + (frames-1)/4, H/s, W/s)`` in float32.
+
+    ``chunks``: posterior-mean chunks made elsewhere (the tile-parallel encode of
+    :mod:`framestream.distributed.vae`) instead of :func:`iter_encode`.
+    """
     parts = []
     with torch.inference_mode(), tqdm(
         total=plan.frames, unit="frame", desc=f"encode {plan.source.name}", disable=None if progress else True, dynamic_ncols=True
     ) as bar:
-        chunks = iter_encode(vae, plan, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, device=device, dtype=dtype)
+        if chunks is None:
+            chunks = iter_encode(vae, plan, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, device=device, dtype=dtype)
         for i, mu in enumerate(chunks):
             parts.append(mu.float())
             bar.update(mu.shape[2] * TEMPORAL_FACTOR - (3 if i == 0 else 0))
@@ -236,10 +242,12 @@ def encode_to_file(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    chunks: Iterable[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Encode, normalise with the VAE's statistics and save atomically with metadata; returns the latents (CPU)."""
     mu = encode_video(
-        vae, plan, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, device=device, dtype=dtype, progress=progress
+        vae, plan, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, device=device, dtype=dtype, progress=progress,
+        chunks=chunks,
     )
     z = vae.normalize_latents(mu).cpu()
     metadata = LatentMetadata(
@@ -319,11 +327,19 @@ class EncodeResult:
     fps: float
 
 
-def encode_one(item: EncodeItem, vae: Any, options: EncodeOptions, *, plan: EncodePlan | None = None) -> EncodeResult:
+def encode_one(
+    item: EncodeItem,
+    vae: Any,
+    options: EncodeOptions,
+    *,
+    plan: EncodePlan | None = None,
+    chunks: Callable[[EncodePlan], Iterable[torch.Tensor]] | None = None,
+) -> EncodeResult:
     """Encode ``item.source`` with the loaded ``vae`` and publish ``item.output`` atomically.
 
     ``plan`` may pass the :class:`EncodePlan` the caller already made (checked before the
-    model was loaded); otherwise the video is planned here with ``options``.
+    model was loaded); otherwise the video is planned here with ``options``. ``chunks(plan)``
+    replaces :func:`iter_encode` (see :func:`encode_video`).
     """
     plan = plan if plan is not None else options.plan(item.source)
     z = encode_to_file(
@@ -337,6 +353,7 @@ def encode_one(item: EncodeItem, vae: Any, options: EncodeOptions, *, plan: Enco
         device=options.device,
         dtype=options.dtype,
         progress=options.progress,
+        chunks=chunks(plan) if chunks is not None else None,
     )
     return EncodeResult(
         source=plan.source, output=Path(item.output), frames=plan.frames, latent_shape=tuple(z.shape), size=plan.size, fps=plan.fps
