@@ -56,6 +56,20 @@ def test_split_rows_partitions_unevenly():
     assert sum(n for _, n in split_rows(60 // 2, 8)) == 30
 
 
+def test_ring_block_attention_in_query_slices(monkeypatch):
+    """One ring step's block attention (sliced over queries to bound memory) equals softmax attention."""
+    from framestream.distributed import wan_dit
+    from framestream.models.wan.transformer.attention import attention
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, n, 3, 8, generator=gen) for n in (10, 7, 7))
+    monkeypatch.setattr(wan_dit, "_SCORE_BYTES", 4 * 2 * 3 * 7 * 3)  # 3 query rows per slice
+    out, lse = wan_dit._attend_block(q.float().transpose(1, 2), k, v, 8**-0.5)
+    assert torch.allclose(out.transpose(1, 2), attention(q, k, v), atol=1e-6)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * 8**-0.5
+    assert torch.allclose(lse[..., 0], scores.logsumexp(-1), atol=1e-6)
+
+
 def test_one_process_is_unchanged():
     """The default layout builds no group and leaves the model on its one-process path."""
     from framestream.distributed.wan_dit import attach_wan_parallel
@@ -207,3 +221,17 @@ def test_torchrun_generate_writes_the_same_video(tmp_path):
     assert one.shape == two.shape
     diff = (one.int() - two.int()).abs()
     assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3  # lossless mp4; float rounding may flip a rare step
+
+
+def test_four_ranks_hybrid():
+    """Ulysses 2 x ring 2 on 4 ranks: bidirectional and causal with the sharded KV cache."""
+    checks = [("hybrid", "bidirectional", "hybrid", 2, 1.0, False), ("causal_hybrid", "causal", "hybrid", 2)]
+    results = run_local_group(workers.run_checks, 4, (checks,), timeout_s=150)[0]
+    _check_dit(results, ["hybrid", "causal_hybrid"])
+
+
+def test_readme_table_is_computed_from_the_formulas():
+    from framestream.distributed.costs import readme_tables
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert readme_tables() in readme

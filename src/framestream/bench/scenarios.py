@@ -349,12 +349,20 @@ def roofline(ctx: Context) -> ScenarioResult:
     return ScenarioResult(list(s.values()), ratios, settings, notes)
 
 
+def distributed(ctx: Context) -> ScenarioResult:
+    """1 vs 2 CPU ranks (gloo): DiT step and tile-parallel decode; see :mod:`framestream.bench.distributed`."""
+    from framestream.bench.distributed import run_distributed_scenario
+
+    return ScenarioResult(*run_distributed_scenario(ctx.mode, ctx.repeats))
+
+
 SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "decode_untiled": decode_untiled,
     "decode_tiled": decode_tiled,
     "encode_tiled": encode_tiled,
     "stream_memory": stream_memory,
     "roofline": roofline,
+    "distributed": distributed,
 }
 assert tuple(SCENARIOS) == SCENARIO_NAMES, "keep framestream.bench.SCENARIO_NAMES in step with SCENARIOS"
 

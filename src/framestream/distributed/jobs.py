@@ -44,7 +44,7 @@ def decode_one_distributed(item: Any, vae: Any, options: Any, world: ProcessWorl
     runtime, parallel = _runtime(world, parallel, options.tile_order)
     z, meta = latents
     plan = plan_exact_decode(vae, tuple(z.shape[-2:]), options.tiling or TilingConfig())
-    logger.info(runtime.layout(split_tiles(plan, runtime.world_size).describe()))
+    logger.info(runtime.layout(split_tiles(plan, runtime.world_size).describe(), dit=False))
 
     def chunks(z: torch.Tensor):
         for frames, start in iter_decode_parallel(vae, z, plan, runtime, chunk_size=options.chunk_size, head=parallel.vae_head):
@@ -71,7 +71,7 @@ def encode_one_distributed(item: Any, vae: Any, options: Any, world: ProcessWorl
     runtime, parallel = _runtime(world, parallel, options.tile_order)
     height, width = plan.size
     tile_plan = plan_exact_encode(vae, (height, width), options.tiling or TilingConfig())
-    logger.info(runtime.layout(split_tiles(tile_plan, runtime.world_size).describe()))
+    logger.info(runtime.layout(split_tiles(tile_plan, runtime.world_size).describe(), dit=False))
 
     def means(video_plan: Any):
         pixels = iter_pixel_chunks(video_plan, options.chunk_size, options.device, options.dtype)

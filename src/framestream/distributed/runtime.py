@@ -146,10 +146,10 @@ class ProcessWorld:
         except BaseException as error:
             if self.world_size == 1:
                 raise
-            message = self.peer_error(wait_s=0.0) if isinstance(error, RuntimeError) else None
+            # A collective that broke under us: did a peer fail first (its sockets closed)?
+            message = self.peer_error(wait_s=2.0) if isinstance(error, RuntimeError) else None
             if message is not None and not message.startswith(f"rank {self.rank}:"):
-                # We failed *because* a peer did (its sockets closed under our collective).
-                raise PeerFailedError(f"rank {message}" if not message.startswith("rank") else message) from error
+                raise PeerFailedError(message) from error
             self.report_failure(error)
             raise
         finally:
@@ -223,14 +223,15 @@ class ParallelRuntime:
     def distributed(self) -> bool:
         return self.world.world_size > 1
 
-    def layout(self, vae_split: str | None = None) -> str:
-        """One line stating the layout (printed by rank 0 at start-up)."""
+    def layout(self, vae_split: str | None = None, dit: bool = True) -> str:
+        """One line stating the layout (printed by rank 0 at start-up); ``dit=False`` for VAE-only jobs."""
         c = self.config
-        parts = [
-            f"{self.world_size} process(es) ({self.world.backend}, {self.device.type})",
-            f"context-parallel {self.cp_degree} ({c.mode}: ulysses {self.ulysses_degree} x ring {self.ring_degree})",
-            f"cfg-parallel {self.cfg_degree}",
-        ]
+        parts = [f"{self.world_size} process(es) ({self.world.backend}, {self.device.type})"]
+        if dit:
+            parts += [
+                f"context-parallel {self.cp_degree} ({c.mode}: ulysses {self.ulysses_degree} x ring {self.ring_degree})",
+                f"cfg-parallel {self.cfg_degree}",
+            ]
         if vae_split:
             parts.append(f"VAE {vae_split}")
         return "framestream parallel layout: " + ", ".join(parts)

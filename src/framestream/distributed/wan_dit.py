@@ -179,11 +179,7 @@ class _RowShards:
                 src = (me - step - 1) % r  # owner of the block that arrives next
                 shape = (b, kv_frames * self.group_rows[src] * self.w, h, d)
                 pending = ring_pass(group, list(block), [shape, shape], stats)
-            kb, vb = block
-            scores = torch.matmul(qf, kb.float().permute(0, 2, 3, 1)) * scale
-            block_lse = torch.logsumexp(scores, dim=-1, keepdim=True)
-            block_out = torch.matmul(torch.softmax(scores, dim=-1), vb.float().transpose(1, 2))
-            del scores
+            block_out, block_lse = _attend_block(qf, block[0], block[1], scale)
             if out is None:
                 out, lse = block_out, block_lse
             else:
@@ -194,6 +190,25 @@ class _RowShards:
                 block = tuple(pending.wait())
         assert out is not None
         return out.transpose(1, 2).to(q.dtype)
+
+
+_SCORE_BYTES = 256 * 2**20
+"""Largest fp32 score matrix one ring step materialises; queries are processed in slices below it."""
+
+
+def _attend_block(qf: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention of fp32 queries ``[B, H, Lq, D]`` over one K/V block ``[B, Lk, H, D]``: (out, log-sum-exp)."""
+    b, h, lq, _ = qf.shape
+    kt = k.float().permute(0, 2, 3, 1)
+    vf = v.float().transpose(1, 2)
+    rows = max(1, _SCORE_BYTES // (4 * b * h * max(1, k.shape[1])))
+    outs, lses = [], []
+    for start in range(0, lq, rows):
+        scores = torch.matmul(qf[:, :, start : start + rows], kt) * scale
+        lses.append(torch.logsumexp(scores, dim=-1, keepdim=True))
+        outs.append(torch.matmul(torch.softmax(scores, dim=-1), vf))
+        del scores
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
 def attach_wan_parallel(transformer, runtime: ParallelRuntime) -> None:
