@@ -14,6 +14,7 @@ counts and the work split are what carry over.
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -55,12 +56,13 @@ def _dit(world, s: dict[str, Any], mode: str | None) -> dict[str, Any]:
     model.predict_flow(latent, t, cache)  # warm-up
     runtime.stats.reset()
     world.barrier()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(s["dit_forwards"]):
         model.predict_flow(latent, t, cache)
     seconds = (time.perf_counter() - start) / s["dit_forwards"]
+    cpu = (time.process_time() - cpu) / s["dit_forwards"]
     sent = {k: v / s["dit_forwards"] for k, v in runtime.stats.sent.items()}
-    return {"seconds_per_step": seconds, "bytes_per_step": sum(sent.values()), "bytes_by_op": sent}
+    return {"seconds_per_step": seconds, "cpu_seconds_per_step": cpu, "bytes_per_step": sum(sent.values()), "bytes_by_op": sent}
 
 
 def _vae(world, s: dict[str, Any], head: str) -> dict[str, Any]:
@@ -77,16 +79,16 @@ def _vae(world, s: dict[str, Any], head: str) -> dict[str, Any]:
     runtime = ParallelConfig(vae_head=head).setup(world=world)
     shares = split_tiles(plan, runtime.world_size)
     world.barrier()
-    start = time.perf_counter()
-    chunk_times = []
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in iter_decode_parallel(vae, z, plan, runtime, chunk_size=1, head=head):
-        chunk_times.append(time.perf_counter())
-    seconds = time.perf_counter() - start
+        pass
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     total_cost = sum(shares.cost(r) for r in range(runtime.world_size))
     own_px = sum((plan.tiles[i].row.own[1] - plan.tiles[i].row.own[0]) * (plan.tiles[i].col.own[1] - plan.tiles[i].col.own[0])
                  for i in shares.tiles[runtime.rank]) * 64
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "chunks": t,
         "bytes_per_chunk": runtime.stats.total / t,
         "bytes_by_op": dict(runtime.stats.sent),
@@ -133,7 +135,11 @@ def run_distributed_scenario(mode: str, repeats: int) -> tuple[list, dict[str, f
     # DiT: the slowest rank's time per step is the step time.
     arch = _arch(s)
     tokens = dit_tokens(arch, tuple(s["dit_latent"]))
-    case("dit 1 rank", [r[0]["dit_local"]["seconds_per_step"] for r in runs[1]], {"bytes_per_step": 0})
+    case(
+        "dit 1 rank",
+        [r[0]["dit_local"]["seconds_per_step"] for r in runs[1]],
+        {"bytes_per_step": 0, "cpu_seconds_per_step": [r[0]["dit_local"]["cpu_seconds_per_step"] for r in runs[1]]},
+    )
     formulas = {"ulysses": (2, 1), "ring": (1, 2)}
     ratios: dict[str, float] = {}
     for m, (u, r) in formulas.items():
@@ -142,8 +148,16 @@ def run_distributed_scenario(mode: str, repeats: int) -> tuple[list, dict[str, f
         case(
             f"dit 2 ranks {m}",
             [max(g[k][f"dit_{m}"]["seconds_per_step"] for k in g) for g in runs[2]],
-            {"bytes_per_step_rank0": measured, "formula_bytes_per_step": formula, "bytes_by_op": runs[2][-1][0][f"dit_{m}"]["bytes_by_op"]},
+            {
+                "bytes_per_step_rank0": measured,
+                "formula_bytes_per_step": formula,
+                "bytes_by_op": runs[2][-1][0][f"dit_{m}"]["bytes_by_op"],
+                "cpu_seconds_per_step_by_rank": [[g[k][f"dit_{m}"]["cpu_seconds_per_step"] for k in sorted(g)] for g in runs[2]],
+            },
         )
+        cpu_one = statistics.median(r[0]["dit_local"]["cpu_seconds_per_step"] for r in runs[1])
+        cpu_two = statistics.median(sum(g[k][f"dit_{m}"]["cpu_seconds_per_step"] for k in g) for g in runs[2])
+        ratios[f"dit {m}: 2-rank / 1-rank total CPU time"] = cpu_two / cpu_one
         ratios[f"dit {m}: measured / formula bytes"] = measured / formula
         ratios[f"dit {m}: 2-rank / 1-rank step time"] = cases[f"dit 2 ranks {m}"].median_seconds / cases["dit 1 rank"].median_seconds
     # VAE: bytes per chunk = the owned pixels of rank 1 gathered to rank 0 (+ head features when broadcast).
@@ -160,9 +174,13 @@ def run_distributed_scenario(mode: str, repeats: int) -> tuple[list, dict[str, f
                 "frames_bytes_per_chunk_rank1": sent_by_rank1,
                 "formula_frames_bytes_per_chunk_rank1": owned_formula,
                 "cost_share": [last[k][f"vae_{head}"]["cost_share"] for k in sorted(last)],
+                "cpu_seconds_by_rank": [last[k][f"vae_{head}"]["cpu_seconds"] for k in sorted(last)],
                 "tiles": [last[k][f"vae_{head}"]["tiles"] for k in sorted(last)],
             },
         )
+        cpu_one = statistics.median(r[0]["vae_every_rank"]["cpu_seconds"] for r in runs[1])
+        cpu_two = statistics.median(sum(g[k][f"vae_{head}"]["cpu_seconds"] for k in g) for g in runs[2])
+        ratios[f"vae head={head}: 2-rank / 1-rank total CPU time"] = cpu_two / cpu_one
         ratios[f"vae head={head}: 2-rank / 1-rank time"] = (
             cases[f"vae decode 2 ranks head={head}"].median_seconds / cases["vae decode 1 rank"].median_seconds
         )
@@ -175,8 +193,10 @@ def run_distributed_scenario(mode: str, repeats: int) -> tuple[list, dict[str, f
         vae_case["frames_bytes_per_chunk_rank1"] / vae_case["formula_frames_bytes_per_chunk_rank1"]
     )
     notes = [
-        "Two ranks share ONE 2-core CPU here (gloo over loopback): wall-time ratios measure contention, not GPU "
-        "scaling. The byte counts (matching the README formulas) and the per-rank work split carry over.",
+        "Two ranks share ONE 2-core CPU here (gloo over loopback), on a machine other jobs load too: wall-time "
+        "ratios measure contention, not GPU scaling. Total CPU time (both ranks) over one rank's shows the work "
+        "added by splitting (duplicated head, halos, messaging); the byte counts (matching the README formulas) "
+        "and the per-rank work split carry over.",
         f"DiT: {tokens} tokens, width {arch.inner_dim}, {arch.num_layers} layers, fp32, batch 1; "
         f"VAE: tiny Wan 2.1 decoder (base_dim {s['vae_base_dim']}), latent {s['vae_latent']}, tiles {s['tile_px']} px.",
     ]
