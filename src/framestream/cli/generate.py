@@ -103,12 +103,12 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config)
         return 0
-    if tiny and (getattr(args, "world", None) is None or args.world.is_main):
+    world = getattr(args, "world", None)
+    main_rank = world is None or world.is_main  # under torchrun only rank 0 writes and reports
+    if tiny and main_rank:
         print(f"framestream generate: {args.recipe} has RANDOM weights (a pipeline smoke test, not a trained model)")
 
     start = time.perf_counter()
-    world = getattr(args, "world", None)
-    main_rank = world is None or world.is_main  # under torchrun only rank 0 writes and reports
 
     def report(index: int, frames: int) -> None:
         if main_rank:

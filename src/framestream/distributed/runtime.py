@@ -71,8 +71,8 @@ class ProcessWorld:
         self.timeout_s = float(timeout_s)
         if device == "auto":
             device = f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
-        elif str(device) == "cuda":
-            device = f"cuda:{self.local_rank}"  # one GPU per rank
+        elif torch.device(device).type == "cuda" and self.world_size > 1:
+            device = f"cuda:{self.local_rank}"  # one GPU per rank, whatever index was asked for
         self.device = torch.device(device)
         if backend == "auto":
             backend = "nccl" if self.device.type == "cuda" else "gloo"
@@ -105,8 +105,8 @@ class ProcessWorld:
     def group(self, ranks: list[int] | tuple[int, ...]) -> RankGroup:
         """A :class:`RankGroup` over ``ranks``. Every rank must call this for every group, in the same order."""
         ranks = tuple(ranks)
-        handle = None
-        if self.world_size > 1 and len(ranks) > 1:
+        handle = None  # one rank: no traffic; every rank: the default group (no extra communicator)
+        if 1 < len(ranks) < self.world_size:
             handle = dist.new_group(list(ranks), timeout=timedelta(seconds=self.timeout_s))
         index = ranks.index(self.rank) if self.rank in ranks else -1
         return RankGroup(handle, ranks, index)
