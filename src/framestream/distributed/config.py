@@ -52,9 +52,11 @@ class ParallelConfig(InstantiateConfig):
     vae_back: LatentStagePlacement = "rank0"
     """Encode: gather the stitched features to rank 0 and run the back there, or all-gather and run it everywhere."""
     collective_timeout_s: float = 120.0
-    """A collective that waits longer than this fails on every rank (a dead or stuck rank never hangs the job)."""
+    """A collective that waits longer than this fails on every rank (a dead or stuck rank never hangs the job).
+    Used when ``setup()`` creates the process group; the CLI joins the group before reading any config and
+    takes ``FRAMESTREAM_COLLECTIVE_TIMEOUT_S`` instead."""
     backend: Literal["auto", "nccl", "gloo"] = "auto"
-    """``auto``: nccl on CUDA, gloo on CPU."""
+    """``auto``: nccl on CUDA, gloo on CPU (like the timeout, read when ``setup()`` creates the group)."""
 
     def __post_init__(self) -> None:
         for name in ("context_parallel_degree", "ulysses_degree"):
