@@ -20,15 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["SETTINGS", "run_distributed_scenario", "bench_worker"]
-
-SETTINGS = {
-    "quick": {"dit_latent": [5, 16, 16], "dit_heads": 4, "dit_head_dim": 32, "dit_layers": 4, "dit_forwards": 3,
-              "vae_latent": [3, 12, 16], "vae_base_dim": 8, "tile_px": 32},
-    "full": {"dit_latent": [9, 32, 32], "dit_heads": 8, "dit_head_dim": 32, "dit_layers": 8, "dit_forwards": 3,
-             "vae_latent": [5, 24, 32], "vae_base_dim": 16, "tile_px": 64},
-}
-
+__all__ = ["run_distributed_scenario", "bench_worker"]
 
 def _arch(s: dict[str, Any]):
     from framestream.models.wan.transformer.config import WanTransformerArchConfig
@@ -116,13 +108,12 @@ def bench_worker(rank: int, settings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_distributed_scenario(mode: str, repeats: int) -> tuple[list, dict[str, float], dict[str, Any], list[str]]:
-    """Alternate 1-rank and 2-rank groups ``repeats`` times; (summaries, ratios, settings, notes)."""
+def run_distributed_scenario(s: dict[str, Any], repeats: int) -> tuple[list, dict[str, float], dict[str, Any], list[str]]:
+    """Alternate 1-rank and 2-rank groups ``repeats`` times with settings ``s``; (summaries, ratios, settings, notes)."""
     from framestream.bench.harness import CaseSummary
     from framestream.distributed.costs import cp_bytes_per_step, dit_tokens, gather_bytes_per_step
     from framestream.distributed.local import run_local_group
 
-    s = SETTINGS["quick" if mode == "quick" else "full"]
     runs: dict[int, list[dict[int, dict]]] = {1: [], 2: []}
     for _ in range(repeats):
         for world in (1, 2):
