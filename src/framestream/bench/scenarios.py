@@ -39,6 +39,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "resolutions": [[12, 12], [24, 24]], "resolution_length": 2,
         },
         "roofline": {"latent_shape": [1, 16, 3, 16, 16], "min_seconds": 0.45, "gemm_n": 512, "max_shapes": 5},
+        "distributed": {"dit_latent": [5, 16, 16], "dit_heads": 4, "dit_head_dim": 32, "dit_layers": 4, "dit_forwards": 3,
+                        "vae_latent": [3, 12, 16], "vae_base_dim": 8, "tile_px": 32},
     },
     "full-cpu": {
         "repeats": 3,
@@ -51,6 +53,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "resolutions": [[32, 32], [48, 48], [64, 64]], "resolution_length": 3,
         },
         "roofline": {"latent_shape": [1, 16, 5, 32, 32], "min_seconds": 2.0, "gemm_n": 1024, "max_shapes": 6},
+        "distributed": {"dit_latent": [9, 32, 32], "dit_heads": 8, "dit_head_dim": 32, "dit_layers": 8, "dit_forwards": 3,
+                        "vae_latent": [5, 24, 32], "vae_base_dim": 16, "tile_px": 64},
     },
     "full-cuda": {
         "repeats": 5,
@@ -63,6 +67,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "resolutions": [[60, 104], [90, 160], [135, 240]], "resolution_length": 5,
         },
         "roofline": {"latent_shape": [1, 16, 5, 60, 104], "min_seconds": 2.0, "gemm_n": 8192, "max_shapes": 6},
+        "distributed": {"dit_latent": [9, 32, 32], "dit_heads": 8, "dit_head_dim": 32, "dit_layers": 8, "dit_forwards": 3,
+                        "vae_latent": [5, 24, 32], "vae_base_dim": 16, "tile_px": 64},
     },
 }
 
@@ -349,12 +355,20 @@ def roofline(ctx: Context) -> ScenarioResult:
     return ScenarioResult(list(s.values()), ratios, settings, notes)
 
 
+def distributed(ctx: Context) -> ScenarioResult:
+    """1 vs 2 CPU ranks (gloo): DiT step and tile-parallel decode; see :mod:`framestream.bench.distributed`."""
+    from framestream.bench.distributed import run_distributed_scenario
+
+    return ScenarioResult(*run_distributed_scenario(ctx.settings["distributed"], ctx.repeats))
+
+
 SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "decode_untiled": decode_untiled,
     "decode_tiled": decode_tiled,
     "encode_tiled": encode_tiled,
     "stream_memory": stream_memory,
     "roofline": roofline,
+    "distributed": distributed,
 }
 assert tuple(SCENARIOS) == SCENARIO_NAMES, "keep framestream.bench.SCENARIO_NAMES in step with SCENARIOS"
 

@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--fps must be > 0, got {args.fps}")
     if not 0 <= args.crf <= 51:
         raise ValueError(f"--crf must be in [0, 51], got {args.crf}")
-    device = jobs.resolve_device(args.device)
+    world = getattr(args, "world", None)  # torchrun: tiles split across ranks, rank 0 writes
+    device = jobs.resolve_device(args.device) if world is None else world.device
     auto = args.tile_size == "auto"
     if args.memory_budget is not None and not auto:
         raise ValueError("--memory-budget needs --tile-size auto")
@@ -186,7 +187,14 @@ def run(args: argparse.Namespace) -> int:
         options = dataclasses.replace(options, tiling=tiling, tile_order=args.tile_order if tiling else "frame")
     else:
         warn_about_halo(vae, "decode", (z.shape[3], z.shape[4]), tiling)
-    result = jobs.decode_one(item, vae, options, latents=(z, meta))
+    if world is not None:
+        from framestream.distributed.jobs import decode_one_distributed
+
+        result = decode_one_distributed(item, vae, options, world, latents=(z, meta))
+        if result is None:
+            return 0
+    else:
+        result = jobs.decode_one(item, vae, options, latents=(z, meta))
     summary = memory.summary(
         command="decode",
         output=str(result.output),

@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
 
     from framestream import jobs
 
-    options = dataclasses.replace(encode_options(args), overwrite=args.overwrite)
+    world = getattr(args, "world", None)  # torchrun: tiles split across ranks, rank 0 writes
+    local_rank = world.local_rank if world is not None else 0
+    options = dataclasses.replace(encode_options(args, local_rank=local_rank), overwrite=args.overwrite)
     item = jobs.EncodeItem(source=Path(args.video), output=Path(args.output))
     jobs.check_encode_output(item, options)
     jobs.check_checkpoint(args.checkpoint, options.version, need_encoder=True)  # headers only
@@ -104,7 +106,14 @@ def run(args: argparse.Namespace) -> int:
     memory = jobs.PeakMemory(options.device)
     vae = options.load_vae(args.checkpoint)
     warn_about_halo(vae, "encode", plan.size, options.tiling)
-    result = jobs.encode_one(item, vae, options, plan=plan)
+    if world is not None:
+        from framestream.distributed.jobs import encode_one_distributed
+
+        result = encode_one_distributed(item, vae, options, world, plan=plan)
+        if result is None:
+            return 0
+    else:
+        result = jobs.encode_one(item, vae, options, plan=plan)
     height, width = result.size
     summary = memory.summary(
         command="encode",

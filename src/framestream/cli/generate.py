@@ -49,12 +49,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-blocks", type=int, default=None, help="AR blocks to generate (causal recipes; default: 7)")
     parser.add_argument("--seed", type=int, default=None, help="noise seed (default: the recipe's, 0)")
     parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the recipe's, 16 or 24)")
+    parser.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 (lossless) .. 51 (default: 18)")
     parser.add_argument("--image", type=Path, default=None, help="first-frame image for image-to-video (TI2V recipes)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--resize", metavar="WxH", default=None, help="resize the --image to WxH (the video's size)")
     size.add_argument("--crop", metavar="WxH", default=None, help="centre-crop the --image to WxH (the video's size)")
     parser.add_argument("--decode-chunk", type=int, default=1, help="latent frames decoded (and written) per chunk (default: 1)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    parser.add_argument(
+        "--decoder", choices=("wan-vae", "taehv"), default="wan-vae",
+        help="latent decoder: the full Wan VAE (default) or the tiny TAEHV (taew2_1.pth in --checkpoint-dir "
+        "or --decoder-checkpoint; random tiny weights for -tiny recipes)",
+    )
+    parser.add_argument("--decoder-checkpoint", type=Path, default=None, help="TAEHV checkpoint (taew2_1.pth)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(func=run, accepts_overrides=True)
 
@@ -88,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
             + (", and gdhe17/Self-Forcing checkpoints/self_forcing_dmd.pt" if "self-forcing" in args.recipe else "")
             + ")"
         )
+    if not 0 <= args.crf <= 51:
+        raise ValueError(f"--crf must be in [0, 51], got {args.crf}")
     if not args.prompt and not args.print_config:
         raise ValueError("--prompt is required")
     if not args.print_config:
@@ -104,6 +113,12 @@ def run(args: argparse.Namespace) -> int:
 
     # Resolves (and checks) every weight file before anything is built.
     config = RECIPES[args.recipe](args.checkpoint_dir)
+    if args.decoder != "wan-vae":
+        from framestream.recipes.decoders import select_decoder
+
+        config = select_decoder(
+            config, args.decoder, checkpoint_path=args.decoder_checkpoint, checkpoint_dir=args.checkpoint_dir, tiny=tiny
+        )
     if args.seed is not None:
         config = derive_config(config, **{"diffusion_model.seed": args.seed})
     config, num_blocks = prepare_recipe(config, args.num_blocks)
@@ -117,14 +132,17 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config)
         return 0
-    if tiny:
+    world = getattr(args, "world", None)
+    main_rank = world is None or world.is_main  # under torchrun only rank 0 writes and reports
+    if tiny and main_rank:
         print(f"framestream generate: {args.recipe} has RANDOM weights (a pipeline smoke test, not a trained model)")
 
     fps = args.fps if args.fps is not None else recipe_fps(config)
     start = time.perf_counter()
 
     def report(index: int, frames: int) -> None:
-        print(f"block {index + 1}/{num_blocks}: {frames} frames written ({time.perf_counter() - start:.1f} s)", flush=True)
+        if main_rank:
+            print(f"block {index + 1}/{num_blocks}: {frames} frames written ({time.perf_counter() - start:.1f} s)", flush=True)
 
     result = generate_video(
         config,
@@ -134,15 +152,18 @@ def run(args: argparse.Namespace) -> int:
         negative_prompt=args.negative_prompt,
         image=image,
         fps=fps,
+        crf=args.crf,
         device=args.device,
         decode_chunk_latents=args.decode_chunk,
         on_block=report,
+        world=world,
     )
     elapsed = time.perf_counter() - start
-    print(
-        f"wrote {result['frames']} frames ({result['width']}x{result['height']}, {fps:g} fps) in "
-        f"{result['blocks']} block(s) to {result['path']} in {elapsed:.1f} s"
-    )
+    if main_rank:
+        print(
+            f"wrote {result['frames']} frames ({result['width']}x{result['height']}, {fps:g} fps) in "
+            f"{result['blocks']} block(s) to {result['path']} in {elapsed:.1f} s"
+        )
     return 0
 
 

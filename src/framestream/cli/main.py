@@ -86,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
               f"(see framestream {args.command} --help)", file=sys.stderr)
         return EXIT_BAD_INPUT
     args.overrides = extra
+    from framestream.distributed.launch import run_command
+
     try:
         with signals_as_exceptions(), warnings_as_lines(args.command):
-            return int(args.func(args) or 0)
+            # One process, or a torchrun rank (see framestream.distributed.launch).
+            return int(run_command(args) or 0)
     except BaseException as err:  # noqa: BLE001 - every failure becomes one line and an exit code
         if isinstance(err, SystemExit):
             raise

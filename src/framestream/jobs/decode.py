@@ -15,7 +15,7 @@ every engine writes the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -163,12 +163,15 @@ def decode_to_sink(
     tiling: TilingConfig | None = None,
     tile_order: str = "frame",
     progress: bool = True,
+    chunks: Iterable[tuple[torch.Tensor, int]] | None = None,
 ) -> int:
     """Decode and hand each chunk to ``sink`` as soon as it is on the host; returns the frame count.
 
     Frames become uint8 on the device (:func:`frames_to_uint8`) and are copied through a
     :class:`HostFrameCopier` (pinned, overlapped with the next chunk on CUDA). The sink is
-    closed on success and aborted on any error.
+    closed on success and aborted on any error. ``chunks``: ``(frames, start)`` made
+    elsewhere (e.g. the tile-parallel decode of :mod:`framestream.distributed.vae`)
+    instead of :func:`iter_decode`.
     """
     total = decoded_frames(z.shape[2])
     copier = HostFrameCopier(z.device)
@@ -185,7 +188,9 @@ def decode_to_sink(
 
             expected = 0
             with torch.inference_mode():
-                for frames, start in iter_decode(vae, z, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order):
+                if chunks is None:
+                    chunks = iter_decode(vae, z, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order)
+                for frames, start in chunks:
                     if start != expected:
                         raise RuntimeError(f"decoder yielded frames from {start}, expected {expected}")
                     expected += frames.shape[2]
@@ -206,6 +211,7 @@ def decode_one(
     options: DecodeOptions,
     *,
     latents: tuple[torch.Tensor, LatentMetadata] | None = None,
+    chunks: Callable[[torch.Tensor], Iterable[tuple[torch.Tensor, int]]] | None = None,
 ) -> DecodeResult:
     """Decode ``item.source`` with the loaded ``vae`` and publish ``item.output`` atomically.
 
@@ -215,7 +221,8 @@ def decode_one(
     ``latents`` may pass the file's ``(tensor, metadata)`` already read (and checked) by
     the caller, so a CLI can check the file before loading the model without reading it
     twice. Latents marked normalised are un-normalised in float32 with the VAE's
-    statistics, then cast to ``options.dtype``.
+    statistics, then cast to ``options.dtype``. ``chunks(z)`` replaces :func:`iter_decode`
+    (see :func:`decode_to_sink`).
     """
     z, meta = latents if latents is not None else read_latents(item.source, options.version)
     fmt = check_decode_output(item, options, tuple(z.shape))
@@ -236,7 +243,8 @@ def decode_one(
         metadata={"vae": vae_name(options.version), "fps": fps, "source": str(item.source)},
     )
     frames = decode_to_sink(
-        vae, z, sink, chunk_size=options.chunk_size, tiling=options.tiling, tile_order=options.tile_order, progress=options.progress
+        vae, z, sink, chunk_size=options.chunk_size, tiling=options.tiling, tile_order=options.tile_order, progress=options.progress,
+        chunks=chunks(z) if chunks is not None else None,
     )
     return DecodeResult(
         output=item.output, format=fmt, frames=frames, height=z.shape[3] * factor, width=z.shape[4] * factor, fps=fps

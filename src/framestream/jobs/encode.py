@@ -13,7 +13,7 @@ inside it, so every engine writes the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -223,15 +223,21 @@ def encode_video(
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
     pixels: Iterable[torch.Tensor] | None = None,
+    chunks: Iterable[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Un-normalised posterior mean ``(1, C, 1 + (frames-1)/4, H/s, W/s)`` in float32."""
+    """Un-normalised posterior mean ``(1, C, 1 + (frames-1)/4, H/s, W/s)`` in float32.
+
+    ``chunks``: posterior-mean chunks made elsewhere (the tile-parallel encode of
+    :mod:`framestream.distributed.vae`) instead of :func:`iter_encode`.
+    """
     parts = []
     with torch.inference_mode(), tqdm(
         total=plan.frames, unit="frame", desc=f"encode {plan.source.name}", disable=None if progress else True, dynamic_ncols=True
     ) as bar:
-        chunks = iter_encode(
-            vae, plan, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, device=device, dtype=dtype, pixels=pixels
-        )
+        if chunks is None:
+            chunks = iter_encode(
+                vae, plan, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, device=device, dtype=dtype, pixels=pixels
+            )
         for i, mu in enumerate(chunks):
             parts.append(mu.float())
             bar.update(mu.shape[2] * TEMPORAL_FACTOR - (3 if i == 0 else 0))
@@ -254,6 +260,7 @@ def encode_to_file(
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
     pixels: Iterable[torch.Tensor] | None = None,
+    chunks: Iterable[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Encode, normalise with the VAE's statistics and save atomically with metadata; returns the latents (CPU)."""
     mu = encode_video(
@@ -266,6 +273,7 @@ def encode_to_file(
         dtype=dtype,
         progress=progress,
         pixels=pixels,
+        chunks=chunks,
     )
     z = vae.normalize_latents(mu).cpu()
     metadata = LatentMetadata(
@@ -353,6 +361,7 @@ def encode_one(
     *,
     plan: EncodePlan | None = None,
     pixels: Iterable[torch.Tensor] | None = None,
+    chunks: Callable[[EncodePlan], Iterable[torch.Tensor]] | None = None,
 ) -> EncodeResult:
     """Encode ``item.source`` with the loaded ``vae`` and publish ``item.output`` atomically.
 
@@ -361,6 +370,8 @@ def encode_one(
     checks (:func:`check_encode_output`) run first; on any error or interrupt nothing is
     published. ``pixels`` may pass the encoder's input chunks already read (and converted,
     see :func:`model_pixels`) elsewhere, e.g. by a Ray reader; then ``plan`` is required.
+    ``chunks(plan)`` replaces :func:`iter_encode` (see :func:`encode_video`), e.g. with the
+    tile-parallel encode of :mod:`framestream.distributed.vae`.
     """
     if pixels is not None and plan is None:
         raise ValueError("encode_one: pixels need the plan they were read with")
@@ -378,6 +389,7 @@ def encode_one(
         dtype=options.dtype,
         progress=options.progress,
         pixels=pixels,
+        chunks=chunks(plan) if chunks is not None else None,
     )
     return EncodeResult(
         source=plan.source, output=Path(item.output), frames=plan.frames, latent_shape=tuple(z.shape), size=plan.size, fps=plan.fps

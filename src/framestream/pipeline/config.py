@@ -7,6 +7,7 @@ from dataclasses import field
 from framestream.config import InstantiateConfig, config_dataclass
 from framestream.decoders.base import DecoderConfig
 from framestream.diffusion.model import DiffusionModelConfig
+from framestream.distributed.config import ParallelConfig
 from framestream.encoders.base import EncoderConfig
 
 __all__ = ["StreamInferencePipelineConfig"]
@@ -37,5 +38,7 @@ class StreamInferencePipelineConfig(InstantiateConfig):
     """Optional streaming decoder, called as ``decoder(latent, autoregressive_index, cache)``; None returns the latent."""
     encoder: EncoderConfig | None = None
     """Optional per-AR-step input encoder; must build a StreamingEncoder (one-shot encoders go on transformer.context_encoder)."""
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """Multi-process layout under torchrun (context / CFG parallelism); one process ignores it."""
     enable_sync_and_profile: bool = False
     """Time every stage and log it per AR step; on CUDA this synchronises once per step, which costs throughput."""

@@ -110,16 +110,22 @@ def run_to_video(
     negative_prompt: str | None = None,
     image: torch.Tensor | None = None,
     fps: float,
+    crf: int = 18,
     device: str | torch.device = "cpu",
     decode_chunk_latents: int = 1,
     on_block: Callable[[int, int], None] | None = None,
+    world: Any = None,
 ) -> dict[str, Any]:
     """Build ``config``, run it and write the frames to ``output`` (mp4) chunk by chunk.
 
     Returns ``{"frames", "blocks", "height", "width", "path"}``. ``on_block(index, frames)``
     is called once per AR block with the number of frames it wrote. A failure or an
-    interrupt leaves no partial file (the writer is atomic).
+    interrupt leaves no partial file (the writer is atomic). ``world``: this rank's
+    :class:`~framestream.distributed.runtime.ProcessWorld` under torchrun (the DiT runs as
+    ``config.parallel`` says, every rank decodes, only rank 0 writes); None = one process.
     """
+    import contextlib
+
     from framestream.io.video import StreamingVideoWriter
 
     if config.decoder is None:
@@ -128,13 +134,20 @@ def run_to_video(
     expert = getattr(transformer, "high_noise", transformer)  # a two-expert wrapper: its experts set the batch
     if getattr(expert, "batch_size", 1) != 1:
         raise ValueError("a recipe run writes one video: batch_size must be 1")
-    device = torch.device(device)
-    pipeline = derive_config(config, decoder=None).setup().to(device).eval()
+    if world is not None:
+        from framestream.distributed.pipeline import setup_parallel_pipeline
+
+        device = world.device
+        pipeline = setup_parallel_pipeline(derive_config(config, decoder=None), world)
+    else:
+        device = torch.device(device)
+        pipeline = derive_config(config, decoder=None).setup().to(device).eval()
+    writes = world is None or world.is_main
     decoder = config.decoder.setup().to(device).eval()
     if image is not None:
         image = image.to(device)
     written: dict[int, int] = {}
-    with StreamingVideoWriter(output, fps=fps) as writer:
+    with StreamingVideoWriter(output, fps=fps, crf=crf) if writes else contextlib.nullcontext() as writer:
         chunks = iter_video_chunks(
             pipeline,
             decoder,
@@ -145,9 +158,12 @@ def run_to_video(
             decode_chunk_latents=decode_chunk_latents,
         )
         for index, frames, block_done in chunks:
-            writer.write(frames)
+            if writer is not None:
+                writer.write(frames)
             written[index] = written.get(index, 0) + frames.shape[2]
             if block_done and on_block is not None:
                 on_block(index, written[index])
+    if writer is None:
+        return {"frames": 0, "blocks": num_blocks, "height": 0, "width": 0, "path": Path(output)}
     height, width = writer.size or (0, 0)
     return {"frames": writer.num_frames, "blocks": num_blocks, "height": height, "width": width, "path": Path(output)}

@@ -386,16 +386,20 @@ def generate_video(
     negative_prompt: str | None = None,
     image: torch.Tensor | None = None,
     fps: float = WAN_FPS,
+    crf: int = 18,
     device: str | torch.device = "cpu",
     decode_chunk_latents: int = 1,
     on_block: Callable[[int, int], None] | None = None,
+    world: Any = None,
 ) -> dict[str, Any]:
     """Run a Wan recipe and stream its frames to ``output`` (mp4), decoded chunk by chunk.
 
     ``image`` (``[1, 3, 1, H, W]`` in [-1, 1]) conditions the first frame (recipes with an
     image encoder, see :func:`framestream.recipes.wan22.with_image_conditioning`).
     Returns ``{"frames", "blocks", "height", "width", "path"}``. ``on_block(index, frames)``
-    is called after each block is written.
+    is called after each block is written. ``world``: this rank's
+    :class:`~framestream.distributed.runtime.ProcessWorld` under torchrun (the DiT then
+    runs as ``config.parallel`` says; only rank 0 writes); None = one process.
     """
     config, num_blocks = prepare_recipe(config, num_blocks)
     return run_to_video(
@@ -406,7 +410,9 @@ def generate_video(
         negative_prompt=negative_prompt,
         image=image,
         fps=fps,
+        crf=crf,
         device=device,
         decode_chunk_latents=decode_chunk_latents,
         on_block=on_block,
+        world=world,
     )

@@ -20,7 +20,7 @@ from framestream.models.wan.vae.modules import CausalConv3d, Resample, ResidualB
 from framestream.tiling.budget import TilingChoice
 from framestream.tiling.planner import TilingConfig
 from framestream.tiling.receptive_field import decoder_block_scales
-from framestream.tiling.wan_exact import ExactTilePlan, _check_batch, _positive_pair, plan_exact_decode
+from framestream.tiling.wan_exact.plan import ExactTilePlan, _check_batch, _positive_pair, plan_exact_decode
 
 __all__ = ["ExactDecodeMemory", "estimate_exact_decode_memory", "choose_exact_tiling"]
 

@@ -20,6 +20,7 @@ __all__ = [
     "rope_cos_sin",
     "apply_rope",
     "attention",
+    "local_self_attention",
     "block_causal_mask",
 ]
 
@@ -106,6 +107,15 @@ def attention(
     """Softmax attention on ``[B, L, H, D]`` tensors; ``mask`` is boolean, True = may attend."""
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
     return out.transpose(1, 2)
+
+
+def local_self_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, self_kv=None, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One-process self-attention: ``self_kv(k, v)`` (causal KV cache) supplies the keys when given."""
+    if self_kv is not None:
+        k, v = self_kv(k, v)
+    return attention(q, k, v, mask)
 
 
 class WanAttention(nn.Module):

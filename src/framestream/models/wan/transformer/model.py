@@ -46,6 +46,7 @@ from framestream.models.wan.transformer.attention import (
     WanAttention,
     apply_rope,
     attention,
+    local_self_attention,
     rope_cos_sin,
     scaled_init_,
 )
@@ -155,9 +156,13 @@ class WanBlock(nn.Module):
         cross_kv: tuple[torch.Tensor, torch.Tensor],
         self_kv: Any = None,
         mask: torch.Tensor | None = None,
+        self_attention: Any = None,
     ) -> torch.Tensor:
         """``x: [B, L, C]``; ``modulation: [B, G, 6, C]`` fp32, one row per run of ``L / G`` tokens
-        (see :func:`modulate`); ``self_kv(k, v) -> (k_all, v_all)`` for causal mode."""
+        (see :func:`modulate`); ``self_kv(k, v) -> (k_all, v_all)`` for causal mode.
+
+        ``self_attention(q, k, v, self_kv, mask)`` replaces the local attention (context parallelism).
+        """
         shift, scale, gate, c_shift, c_scale, c_gate = (self.scale_shift_table.float()[:, None] + modulation).unbind(2)
 
         # 1. self-attention
@@ -165,9 +170,7 @@ class WanBlock(nn.Module):
         q = apply_rope(self.attn1.query(h), *rope)
         k, v = self.attn1.key_value(h)
         k = apply_rope(k, *rope)
-        if self_kv is not None:
-            k, v = self_kv(k, v)
-        out = self.attn1.output(attention(q, k, v, mask), like=x)
+        out = self.attn1.output((self_attention or local_self_attention)(q, k, v, self_kv, mask), like=x)
         x = gated_residual(x, out, gate)
 
         # 2. text cross-attention (keys / values precomputed per rollout)
@@ -267,6 +270,7 @@ class WanDiT(nn.Module):
         cache: WanKVCache | None = None,
         self_attn_mask: torch.Tensor | None = None,
         start_frame: int | None = None,
+        parallel: Any = None,
     ) -> torch.Tensor:
         """Predicted flow ``[B, out_channels, F, H, W]`` for a latent ``[B, in_channels, F, H, W]``.
 
@@ -282,6 +286,9 @@ class WanDiT(nn.Module):
             self_attn_mask: optional boolean ``[L, L]`` self-attention mask
                 (see :func:`~framestream.models.wan.transformer.attention.block_causal_mask`).
             start_frame: RoPE frame offset (defaults to ``cache.frames_seen`` or 0).
+            parallel: context parallelism (a
+                :class:`~framestream.models.wan.transformer.parallel.DiTParallel`): this rank
+                runs the blocks on its token shard and the output is gathered; None = one process.
         """
         b, _, f, h, w = hidden_states.shape
         pt, ph, pw = self.arch.patch_size
@@ -300,8 +307,10 @@ class WanDiT(nn.Module):
         causal = cache is not None and cache.causal
         if start_frame is None:
             start_frame = cache.frames_seen if causal else 0
-        if causal and grid[1] * grid[2] != cache.tokens_per_frame:
-            raise ValueError(f"latent frame has {grid[1] * grid[2]} tokens, the cache expects {cache.tokens_per_frame}")
+        shards = parallel.shard(grid) if parallel is not None else None
+        frame_tokens = shards.cache_tokens_per_frame if shards is not None else grid[1] * grid[2]
+        if causal and frame_tokens != cache.tokens_per_frame:
+            raise ValueError(f"latent frame has {frame_tokens} tokens, the cache expects {cache.tokens_per_frame}")
 
         rope = rope_cos_sin(
             grid,
@@ -312,16 +321,21 @@ class WanDiT(nn.Module):
         )
         x = self.patch_embedding(hidden_states.to(self.dtype)).flatten(2).transpose(1, 2).contiguous()
         temb, modulation = self.time_embedding(timestep, b, tokens=x.shape[1])
+        if shards is not None:  # context parallelism: this rank's tokens and their RoPE positions only
+            x, rope = shards.split(x), shards.split_rope(*rope)
 
         for index, block in enumerate(self.blocks):
             self_kv = None
             if causal:
                 self_kv = (lambda k, v, layer=index: cache.attend_kv(layer, k, v))
-            x = block(x, modulation, rope, (cross_k[index], cross_v[index]), self_kv, self_attn_mask)
+            attend = shards.self_attention if shards is not None else None
+            x = block(x, modulation, rope, (cross_k[index], cross_v[index]), self_kv, self_attn_mask, attend)
 
         shift, scale = (self.scale_shift_table.float()[:, None] + temb[:, :, None]).unbind(2)
         x = modulate(self.norm_out(x.float()), scale, shift).type_as(x)
         x = self.proj_out(x)
+        if shards is not None:
+            x = shards.gather(x)
         return self.unpatchify(x, grid)
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
@@ -357,6 +371,9 @@ class WanTransformer(Transformer[WanKVCache]):
         if config.causal and config.arch.patch_size[0] != 1:
             raise ValueError("causal mode needs a temporal patch size of 1 (one latent frame per token frame)")
         self.dit = build_wan_dit(config)
+        self.parallel: Any = None
+        """Context / CFG parallelism hooks (:class:`~framestream.models.wan.transformer.parallel.DiTParallel`),
+        set once by :mod:`framestream.distributed`; None = one process."""
 
     # ------------------------------------------------------------------ interface
     @property
@@ -424,6 +441,11 @@ class WanTransformer(Transformer[WanKVCache]):
             if uncond.shape[1] != cond.shape[1]:
                 raise ValueError(f"text lengths differ: cond {cond.shape[1]} vs uncond {uncond.shape[1]}")
             cond = torch.cat([cond, uncond.to(cond.dtype)], dim=0)
+        heads, tokens_per_frame = self.config.arch.num_attention_heads, self.tokens_per_frame
+        if self.parallel is not None:  # this rank's CFG rows; its heads / token rows of the KV cache
+            cond = self.parallel.split_cfg(cond)
+            _, ph, pw = self.config.arch.patch_size
+            heads, tokens_per_frame = self.parallel.cache_layout((self.config.height // ph, self.config.width // pw), heads)
         dit = self.dit
         with torch.no_grad():
             cross_k, cross_v = dit.cross_attention_kv(cond.to(dit.device))
@@ -433,9 +455,9 @@ class WanTransformer(Transformer[WanKVCache]):
             cross_v,
             guidance=self.guidance,
             causal=c.causal,
-            heads=c.arch.num_attention_heads,
+            heads=heads,
             head_dim=c.arch.attention_head_dim,
-            tokens_per_frame=self.tokens_per_frame,
+            tokens_per_frame=tokens_per_frame,
             block_frames=c.num_frames,
             capacity_frames=c.kv_cache_frames,
             rolling=c.rolling_kv_cache,
@@ -453,8 +475,12 @@ class WanTransformer(Transformer[WanKVCache]):
             x = torch.cat([x, x], dim=0)
             if t.shape and t.shape[0] > 1:
                 t = torch.cat([t, t], dim=0)
-        flow = self.dit(x, t, cache=cache).float()
+            if self.parallel is not None:
+                x, t = self.parallel.split_cfg(x), (self.parallel.split_cfg(t) if t.numel() > 1 else t)
+        flow = self.dit(x, t, cache=cache, parallel=self.parallel).float()
         if cache.guidance:
+            if self.parallel is not None:
+                flow = self.parallel.gather_cfg(flow)
             cond, uncond = flow.chunk(2, dim=0)
             flow = uncond + self.config.guidance_scale * (cond - uncond)
         return flow.to(noisy_latent.dtype)
