@@ -226,7 +226,7 @@ def test_generate_cli_image_to_video(tmp_path, image_png, capsys):
     assert video.shape == (9, 64, 96, 3) and fps == 24  # 3 latent frames -> 1 + 4 * 2 frames at the recipe's 24 fps
     # --resize sets the video size: 128x64 is 8x4 latents.
     rc = main(["generate", "wan2.2-ti2v-5b-tiny", "--prompt", "a cat", "--image", str(image_png),
-               "--resize", "128x64", "-o", str(out)])  # fmt: skip
+               "--resize", "128x64", "-o", str(out), "--overwrite"])  # fmt: skip
     assert rc == 0 and read_video(out)[0].shape == (9, 64, 128, 3)
 
 
