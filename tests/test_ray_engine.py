@@ -131,11 +131,12 @@ def test_worker_killed_mid_job_still_yields_every_output_once_and_a_rerun_skips_
 
 
 def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(ray_cluster, dataset, tmp_path):
+    copies = 16
     root, checkpoint, reference = dataset
     videos, out = tmp_path / "videos", tmp_path / "out"
     videos.mkdir()
-    for i in range(6):  # the longest clip six times: enough work to interrupt
-        shutil.copy(root / "videos" / "clip5.mp4", videos / f"long{i}.mp4")
+    for i in range(copies):  # the longest clip many times: enough work left to interrupt
+        shutil.copy(root / "videos" / "clip5.mp4", videos / f"long{i:02d}.mp4")
     address = ray_cluster.get_runtime_context().gcs_address
     argv = ["encode-dataset", str(videos), "-o", str(out), *common_args(checkpoint), "--engine", "ray", "--workers", "1", "--ray-address", address]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -156,14 +157,14 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(ray_cluster, dataset, tmp_path
     assert proc.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr and "Traceback" not in stderr
     first = outputs(out)
-    assert 1 <= len(first) < 6, "the job finished before it was interrupted"
+    assert 1 <= len(first) < copies, "the job finished before it was interrupted"
     assert not partials(out)
 
     assert main(argv[:-2]) == 0  # resumes (in this process's Ray), re-encoding nothing already done
     report = json.loads((out / "report-ray.json").read_text())
-    assert len(report["skipped"]) == len(first) and len(report["done"]) == 6 - len(first)
+    assert len(report["skipped"]) == len(first) and len(report["done"]) == copies - len(first)
     expected = load_latents(reference / "clip5.safetensors")[0]
-    assert len(outputs(out)) == 6 and not partials(out)
+    assert len(outputs(out)) == copies and not partials(out)
     for path in outputs(out):
         assert torch.equal(load_latents(path)[0], expected), path.name
 

@@ -7,8 +7,7 @@ clip (dynamic pulling: no shard waits behind the slowest one). Every worker hold
 ``1 + prefetch`` clips: the one it encodes and ``prefetch`` being read (decoded and
 resized, :func:`~framestream.jobs.ray_tasks.read_clip`) by its CPU reader process on the
 same node (:class:`~framestream.jobs.ray_tasks.ClipReader`), so reading overlaps with
-encoding and at most
-``workers * (1 + prefetch)`` decoded clips exist at once (backpressure). A plain actor pool
+encoding and at most ``workers * (1 + prefetch)`` decoded clips exist at once (backpressure). A plain actor pool
 with ``ray.wait`` keeps the per-clip bookkeeping the job needs in one place: which worker
 holds which clip, how often a clip was lost with a worker (bounded retries), and which
 clips failed on their own (reported once); Ray Data would hide exactly that behind its own
@@ -352,11 +351,14 @@ class RayDatasetEncoder:
         report_path: Path,
         start: float,
     ) -> None:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         report = job.report
         last_write = time.monotonic()
-        with tqdm(
-            total=total, initial=len(report.skipped), unit="clip", desc="encode-dataset[ray]", disable=not progress,
-            dynamic_ncols=True, smoothing=0.1,
+        # One bar for the whole cluster, on a terminal only (as the default engine); warnings print above it.
+        with logging_redirect_tqdm(), tqdm(
+            total=total, initial=len(report.skipped), unit="clip", desc="encode-dataset[ray]",
+            disable=None if progress else True, dynamic_ncols=True, smoothing=0.1,
         ) as bar:  # fmt: skip
             while job.queue or job.flights:
                 job.dispatch()
@@ -379,7 +381,7 @@ class RayDatasetEncoder:
                     last_write = time.monotonic()
 
 
-_WAIT_S = 0.5
+_WAIT_S = 0.2  # also how soon Ctrl-C is seen: Python handles the signal once ray.wait returns
 _REPORT_EVERY_S = 2.0
 
 
