@@ -94,8 +94,9 @@ class LTX2AxisTile:
         return slice(*self.window)
 
 
-def _plan_axis(program: AxisProgram, length: int, owned: list[tuple[int, int]]) -> tuple[LTX2AxisTile, ...]:
-    """Uniform-size windows at every stage for the owned output intervals (see the module doc)."""
+def _plan_axis(program: AxisProgram, length: int, owned: list[tuple[int, int]], uniform: bool = True) -> tuple[LTX2AxisTile, ...]:
+    """Windows at every stage for the owned output intervals: with ``uniform`` the same size for
+    every tile (so tiles batch; see the module doc), else each tile's own (aligned) need."""
     lengths = program.lengths(length)
     align = program.alignment()
     n_stages = len(lengths)
@@ -104,12 +105,12 @@ def _plan_axis(program: AxisProgram, length: int, owned: list[tuple[int, int]]) 
     def aligned(iv: tuple[int, int], f: int) -> tuple[int, int]:
         return (iv[0] // f) * f, -(-(iv[1] + 1) // f) * f
 
-    sizes = []
-    for k in range(n_stages):
-        size = max(aligned(n[k], align[k])[1] - aligned(n[k], align[k])[0] for n in needs)
-        sizes.append(min(size, lengths[k]))
+    def size_at(k: int, group: list) -> int:
+        return min(max(aligned(n[k], align[k])[1] - aligned(n[k], align[k])[0] for n in group), lengths[k])
+
     tiles = []
     for i, ((oa, ob), need) in enumerate(zip(owned, needs)):
+        sizes = [size_at(k, needs if uniform else [need]) for k in range(n_stages)]
         start = min(aligned(need[0], align[0])[0], lengths[0] - sizes[0])
         window = (start, start + sizes[0])
         cur = window
@@ -232,7 +233,7 @@ def plan_ltx2_decode(
     space, time = decoder_program(vae, "space"), decoder_program(vae, "time")
     rows = _plan_axis(space, h, [(a * s, b * s) for a, b in _owned_latents(h, th, mh)])
     cols = _plan_axis(space, w, [(a * s, b * s) for a, b in _owned_latents(w, tw, mw)])
-    temporal = _plan_axis(time, t, t_out)
+    temporal = _plan_axis(time, t, t_out, uniform=False)  # temporal tiles run one after another: no batching
     return LTX2TilePlan("decode", vae.arch, (t, h, w), (frames, h * s, w * s), temporal, rows, cols, batch)
 
 

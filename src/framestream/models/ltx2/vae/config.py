@@ -101,9 +101,9 @@ class LTX2VAEArchConfig(PrintableConfig):
     decoder_spatial_padding_mode: str = "reflect"
     """Spatial padding of decoder convolutions."""
     spatial_compression_ratio: int | None = None
-    """Pixels per latent side; None: derived from the layout (it must agree when given)."""
+    """Pixels per latent side: checked against the layout when given, then stored as None (see :attr:`spatial_ratio`)."""
     temporal_compression_ratio: int | None = None
-    """Frames per latent frame; None: derived from the layout (it must agree when given)."""
+    """Frames per latent frame: checked against the layout when given, then stored as None (see :attr:`temporal_ratio`)."""
 
     def __post_init__(self) -> None:
         n_enc = len(tuple(self.layers_per_block)) - 1
@@ -153,6 +153,9 @@ class LTX2VAEArchConfig(PrintableConfig):
                 problems.append(f"spatial_compression_ratio={self.spatial_compression_ratio} but the layout gives {s}")
             if self.temporal_compression_ratio not in (None, t):
                 problems.append(f"temporal_compression_ratio={self.temporal_compression_ratio} but the layout gives {t}")
+            # Agreeing ratios carry no information: drop them so equal layouts compare equal.
+            object.__setattr__(self, "spatial_compression_ratio", None)
+            object.__setattr__(self, "temporal_compression_ratio", None)
         if problems:
             raise ValueError("invalid LTX2VAEArchConfig: " + "; ".join(problems))
 
