@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from framestream.bench.cases import _out, _warm_up, device_of, random_latents, random_video
+from framestream.bench.cases import _out, _warm_up, device_of, enable_diffusers_tiling, random_latents, random_video
 from framestream.models.ltx2.vae import LTX2_VAE_ARCH, LTX2VAE, init_random_weights, reduced_width
 
 __all__ = [
@@ -39,15 +39,7 @@ def _theirs(divisor: int, seed: int, device: torch.device, tile_px: int | None, 
     arch = ltx2_arch(divisor)
     vae = AutoencoderKLLTX2Video(**arch.to_diffusers_kwargs())
     vae.load_state_dict(init_random_weights(LTX2VAE(arch), seed).state_dict(), strict=True)
-    if tile_px is not None:
-        stride = tile_px - (overlap_px or 0)
-        vae.enable_tiling(
-            tile_sample_min_height=tile_px,
-            tile_sample_min_width=tile_px,
-            tile_sample_stride_height=stride,
-            tile_sample_stride_width=stride,
-        )
-    return vae.eval().requires_grad_(False).to(device)
+    return enable_diffusers_tiling(vae, tile_px, overlap_px).eval().requires_grad_(False).to(device)
 
 
 def _tiling(tile_px: int, overlap_px: int, tile_batch_size: int, temporal_tile_frames: int | None = None):

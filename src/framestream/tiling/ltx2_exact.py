@@ -163,7 +163,10 @@ class LTX2TilePlan:
     @cached_property
     def batches(self) -> tuple[tuple[int, ...], ...]:
         """Spatial tile indices of every call (per temporal tile): same shape, at most ``tile_batch_size``."""
-        keys = [(r.window[1] - r.window[0], tuple(n for _, n in r.crops), c.window[1] - c.window[0], tuple(n for _, n in c.crops)) for r, c in self.tiles]
+        def shape(a: LTX2AxisTile) -> tuple[int, ...]:
+            return (a.window[1] - a.window[0], *(n for _, n in a.crops))
+
+        keys = [(shape(r), shape(c)) for r, c in self.tiles]
         return tuple(tuple(b) for b in batch_schedule(keys, self.tile_batch_size))
 
     @property
@@ -277,15 +280,13 @@ def _hook(time: LTX2AxisTile | None, tiles: list[tuple[LTX2AxisTile, LTX2AxisTil
 
     def crop(i: int, x: torch.Tensor) -> torch.Tensor:
         to, tn = time.crops[i] if time is not None and time.crops else (0, x.shape[2])
-        parts, same = [], True
         first = (tiles[0][0].crops[i], tiles[0][1].crops[i])
-        for r, c in tiles:
-            same &= (r.crops[i], c.crops[i]) == first
-        if same:
+        if all((r.crops[i], c.crops[i]) == first for r, c in tiles):
             (ho, hn), (wo, wn) = first
             if (to, tn, ho, hn, wo, wn) == (0, x.shape[2], 0, x.shape[3], 0, x.shape[4]):
                 return x
             return x[:, :, to : to + tn, ho : ho + hn, wo : wo + wn].contiguous()
+        parts = []
         for j, (r, c) in enumerate(tiles):
             (ho, hn), (wo, wn) = r.crops[i], c.crops[i]
             parts.append(x[j * rows_per_tile : (j + 1) * rows_per_tile, :, to : to + tn, ho : ho + hn, wo : wo + wn])
@@ -366,14 +367,16 @@ def decode_tiled_ltx2(
     final. ``out_dtype=torch.uint8`` stores the video at one byte per channel (rounded, as
     :func:`framestream.io.transfer.frames_to_uint8`).
     """
+    if out_dtype not in (None, torch.uint8) and not (isinstance(out_dtype, torch.dtype) and out_dtype.is_floating_point):
+        raise ValueError(f"out_dtype must be None, torch.uint8 or a floating dtype, got {out_dtype!r}")
     plan = _prepare_decode(vae, z, tiling, temb, tile_batch_size)
-    convert = lambda x: x  # noqa: E731 - the copy casts floating dtypes
-    if out_dtype == torch.uint8:
+
+    def convert(x: torch.Tensor) -> torch.Tensor:  # a floating output casts in the copy
+        if out_dtype != torch.uint8:
+            return x
         from framestream.io.transfer import frames_to_uint8  # lazy: framestream.io pulls in video I/O
 
-        convert = lambda x: frames_to_uint8(x, channels_last=False)  # noqa: E731
-    elif out_dtype is not None and not (isinstance(out_dtype, torch.dtype) and out_dtype.is_floating_point):
-        raise ValueError(f"out_dtype must be None, torch.uint8 or a floating dtype, got {out_dtype!r}")
+        return frames_to_uint8(x, channels_last=False)
     frames, hh, ww = plan.out_shape
     output = z.new_empty((z.shape[0], vae.arch.out_channels, frames, hh, ww), dtype=out_dtype or z.dtype)
     for part, start in _decode_stream(vae, z, plan, temb):
