@@ -413,7 +413,7 @@ def test_tile_size_auto_and_the_halo_warning(files, capsys, tmp_path):
 def test_tiling_config_messages_say_what_to_do():
     from framestream.tiling.planner import TilingConfig
 
-    with pytest.raises(ValueError, match=r"\(64 \(the default\)\) must be smaller than tile_size_px \(40\); pass a smaller"):
+    with pytest.raises(ValueError, match=r"tile_overlap_px=64, the default, must be smaller than tile_size_px=40; pass a smaller"):
         TilingConfig(tile_size_px=40)
     with pytest.raises(ValueError, match="smaller than one latent cell"):
         TilingConfig(tile_size_px=4, tile_overlap_px=0).in_latents(8)
@@ -497,14 +497,21 @@ def test_signal_during_decode(files, tmp_path, sig, code, words):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.npy"] and target.read_bytes() == b"old"
 
 
-@pytest.mark.parametrize(("sig", "code", "words"), SIGNALS, ids=["SIGINT", "SIGTERM"])
-def test_signal_during_generate(tmp_path, sig, code, words):
-    argv = ["generate", "wan2.1-self-forcing-1.3b-tiny", "--prompt", "a cat", "-o", str(tmp_path / "g.mp4"), "--num-blocks", "60"]
+STREAMS = [("generate", *SIGNALS[0]), ("generate", *SIGNALS[1]), ("demo", *SIGNALS[1])]
+
+
+@pytest.mark.parametrize(("command", "sig", "code", "words"), STREAMS, ids=["generate-SIGINT", "generate-SIGTERM", "demo-SIGTERM"])
+def test_signal_during_generate(tmp_path, command, sig, code, words):
+    out = str(tmp_path / "g.mp4")
+    argv = {
+        "generate": ["generate", "wan2.1-self-forcing-1.3b-tiny", "--prompt", "a cat", "-o", out, "--num-blocks", "60"],
+        "demo": ["demo", "--steps", "200", "-o", out],
+    }[command]
     rc, err = signal_when(spawn(argv, tmp_path), lambda: writing(tmp_path), sig)
     assert rc == code, err
     # The tiny recipe has no text encoder and says so once; then only the one line of the signal.
     lines = [line for line in err.splitlines() if "no text encoder configured" not in line]
-    assert f"framestream generate: {words}" in one_line("\n".join(lines))
+    assert f"framestream {command}: {words}" in one_line("\n".join(lines))
     assert list(tmp_path.iterdir()) == []
 
 

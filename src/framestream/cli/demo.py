@@ -13,12 +13,27 @@ import logging
 import time
 from pathlib import Path
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "check_video_output"]
 
 RANDOM_WEIGHTS_NOTICE = (
     "framestream demo: the demo model has RANDOM weights. This is a smoke test of the streaming "
     "pipeline, not a trained model; expect structured noise, not content."
 )
+
+
+def check_video_output(output: Path, *, overwrite: bool, fps: float, device: str, command: str):
+    """Checks of a streamed video output that run before any model is built; returns the torch device."""
+    from framestream.io.atomic import check_new_output, check_writable
+    from framestream.jobs.checks import resolve_device
+
+    if fps <= 0:
+        raise ValueError(f"--fps must be > 0, got {fps}")
+    if not output.suffix:
+        raise ValueError(f"-o {output}: {command} writes a video; give a file name such as out.mp4")
+    resolved = resolve_device(device)
+    check_writable(output)
+    check_new_output(output, overwrite)
+    return resolved
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from framestream.config import apply_overrides, derive_config
-    from framestream.io.atomic import check_new_output, check_writable
     from framestream.io.video import StreamingVideoWriter
-    from framestream.jobs.checks import resolve_device
     from framestream.models.demo import demo_pipeline_config
     from framestream.pipeline import profile_table
 
@@ -67,13 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    if args.fps <= 0:
-        raise ValueError(f"--fps must be > 0, got {args.fps}")
-    if not args.output.suffix:
-        raise ValueError(f"-o {args.output}: the demo writes a video; give a file name such as demo.mp4")
-    device = resolve_device(args.device)
-    check_writable(args.output)
-    check_new_output(args.output, args.overwrite)
+    device = check_video_output(args.output, overwrite=args.overwrite, fps=args.fps, device=args.device, command="demo")
     console = Console()  # the notice, results (table, summary) on stdout; stderr stays for errors
     console.print(f"[bold yellow]{RANDOM_WEIGHTS_NOTICE}[/]")
 

@@ -79,16 +79,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.prompt and not args.print_config:
         raise ValueError("--prompt is required")
     if not args.print_config:
-        from framestream.io.atomic import check_new_output, check_writable
-        from framestream.jobs.checks import resolve_device
+        from framestream.cli.demo import check_video_output
 
-        if args.fps <= 0:
-            raise ValueError(f"--fps must be > 0, got {args.fps}")
-        if not args.output.suffix:
-            raise ValueError(f"-o {args.output}: generate writes a video; give a file name such as out.mp4")
-        resolve_device(args.device)
-        check_writable(args.output)
-        check_new_output(args.output, args.overwrite)
+        check_video_output(args.output, overwrite=args.overwrite, fps=args.fps, device=args.device, command="generate")
 
     # Resolves (and checks) every weight file before anything is built.
     config = RECIPES[args.recipe](args.checkpoint_dir)

@@ -25,9 +25,11 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from framestream.utils.units import human_bytes
 
@@ -42,6 +44,7 @@ __all__ = [
     "check_writable",
     "output_mode",
     "remove_stale_partials",
+    "reraise",
 ]
 
 PARTIAL_SUFFIX = ".partial"
@@ -102,6 +105,31 @@ def as_disk_full(err: BaseException, final_path: str | Path) -> BaseException:
     return err
 
 
+def reraise(err: BaseException, final_path: str | Path) -> NoReturn:
+    """Raise ``err`` again; a full disk as :class:`DiskFullError` naming ``final_path``."""
+    converted = as_disk_full(err, final_path)
+    if converted is err:
+        raise err
+    raise converted from err
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while a temporary is created and named, so no interrupt can orphan it.
+
+    A signal that arrives meanwhile is delivered when the block ends, when the caller
+    already knows the temporary's name and removes it.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _lock(fd: int) -> None:
     """Mark a temporary as in use: :func:`remove_stale_partials` skips it while this fd is open."""
     with contextlib.suppress(OSError):
@@ -121,21 +149,22 @@ def atomic_path(final_path: str | Path) -> Iterator[Path]:
     """
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=PARTIAL_SUFFIX, dir=final_path.parent)
-    tmp_path = Path(tmp_name)
+    fd, tmp_path = None, None
     try:
+        with _signals_deferred():  # a Ctrl-C lands after tmp_path is known, so it is removed
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=PARTIAL_SUFFIX, dir=final_path.parent)
+            tmp_path = Path(tmp_name)
         _lock(fd)
         yield tmp_path
         os.chmod(tmp_path, output_mode())  # after writing: some writers recreate the file 0600
         os.replace(tmp_path, final_path)
     except BaseException as err:
-        tmp_path.unlink(missing_ok=True)
-        converted = as_disk_full(err, final_path)
-        if converted is not err:
-            raise converted from err
-        raise
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
+        reraise(err, final_path)
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -182,21 +211,22 @@ def atomic_dir(final_dir: str | Path) -> Iterator[Path]:
     """
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=PARTIAL_SUFFIX, dir=final_dir.parent))
-    fd = os.open(tmp_dir, os.O_RDONLY)
+    fd, tmp_dir = None, None
     try:
+        with _signals_deferred():  # a Ctrl-C lands after tmp_dir is known, so it is removed
+            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=PARTIAL_SUFFIX, dir=final_dir.parent))
+        fd = os.open(tmp_dir, os.O_RDONLY)
         _lock(fd)
         yield tmp_dir
         os.chmod(tmp_dir, output_mode(directory=True))
         _publish_dir(tmp_dir, final_dir)
     except BaseException as err:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        converted = as_disk_full(err, final_dir)
-        if converted is not err:
-            raise converted from err
-        raise
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        reraise(err, final_dir)
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _partial_pattern(name: str) -> re.Pattern[str]:
@@ -267,14 +297,17 @@ def check_writable(path: str | Path, *, directory: bool = False) -> Path:
     probe_dir = _existing_dir(path.parent if str(path.parent) else Path("."))
     if not probe_dir.is_dir():
         raise PermissionError(f"output path not writable: {path} ({probe_dir} is not a directory)")
+    name = None
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=probe_dir)
+        with _signals_deferred():  # a Ctrl-C lands after name is known, so the probe is removed
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=probe_dir)
+        os.close(fd)
     except OSError as err:
         raise PermissionError(f"output path not writable: {path} (cannot create files in {probe_dir}: {err.strerror})") from None
-    try:
-        os.close(fd)
-    finally:  # even when interrupted right here
-        os.unlink(name)
+    finally:
+        if name is not None:
+            with contextlib.suppress(FileNotFoundError):  # another run may have swept it already
+                os.unlink(name)
     return path
 
 

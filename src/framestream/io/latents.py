@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from framestream.io.atomic import atomic_path
+from framestream.utils.load_errors import load_error_reason
 
 __all__ = ["LatentMetadata", "latent_file_bytes", "load_latents", "save_latents", "verify_latent_file"]
 
@@ -70,12 +71,7 @@ def save_latents(path: str | Path, latents: torch.Tensor, metadata: LatentMetada
 
 def _unreadable(path: Path, err: BaseException) -> ValueError:
     """One plain sentence for a latent file that cannot be read (corrupt, cut short, pickled code)."""
-    import pickle
-
-    if isinstance(err, pickle.UnpicklingError):
-        why = "it holds pickled objects other than tensors, which are never loaded (weights_only)"
-    else:
-        why = " ".join(str(err).split())[:200] or type(err).__name__
+    why = load_error_reason(err)
     return ValueError(f"{path} is not a readable latent file ({why}); write it again with framestream encode or save_latents")
 
 

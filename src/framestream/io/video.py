@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
 
-from framestream.io.atomic import as_disk_full, atomic_path
+from framestream.io.atomic import atomic_path, reraise
 from framestream.io.transfer import frames_to_uint8
 
 __all__ = [
@@ -265,7 +265,7 @@ class StreamingVideoWriter:
         except BaseException as err:
             # The encoder or the disk failed: the file cannot be completed, so discard it now.
             self.abort(type(err), err, err.__traceback__)
-            _raise_named(err, self.path)
+            reraise(err, self.path)
 
     def close(self) -> Path:
         """Flush the encoder, finish the file and move it into place; returns the output path."""
@@ -281,11 +281,11 @@ class StreamingVideoWriter:
         except BaseException as err:
             with contextlib.suppress(BaseException):
                 stack.__exit__(type(err), err, err.__traceback__)
-            _raise_named(err, self.path)
+            reraise(err, self.path)
         try:
             stack.close()  # closes the container and file, then renames the temporary file into place
         except BaseException as err:
-            _raise_named(err, self.path)
+            reraise(err, self.path)
         return self.path
 
     def abort(self, exc_type: Any = None, exc: Any = None, tb: Any = None) -> None:
@@ -301,14 +301,6 @@ class StreamingVideoWriter:
             exc_type, tb = RuntimeError, None
         with contextlib.suppress(BaseException):
             stack.__exit__(exc_type, exc, tb)
-
-
-def _raise_named(err: BaseException, path: Path) -> NoReturn:
-    """Re-raise ``err``; a full disk as :class:`DiskFullError` naming the output."""
-    converted = as_disk_full(err, path)
-    if converted is err:
-        raise err
-    raise converted from err
 
 
 def iter_video_frames(path: str | Path, chunk_size: int = 16) -> Iterator[torch.Tensor]:

@@ -55,6 +55,7 @@ from framestream.jobs.encode import (
     iter_encode,
     plan_encode,
 )
+from framestream.jobs.options import VaeJobOptions
 from framestream.jobs.report import PeakMemory, human_bytes
 from framestream.jobs.sinks import expected_output_bytes, open_sink
 from framestream.jobs.tiling import auto_decode_tiling, halo_warning
@@ -75,6 +76,7 @@ __all__ = [
     "EncodePlan",
     "EncodeResult",
     "PeakMemory",
+    "VaeJobOptions",
     "auto_decode_tiling",
     "check_decode_output",
     "check_encode_output",

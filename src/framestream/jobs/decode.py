@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from framestream.jobs.checks import (
     vae_name,
     wan_exact_module,
 )
+from framestream.jobs.options import VaeJobOptions
 from framestream.jobs.sinks import expected_output_bytes, open_sink
 from framestream.tiling.planner import TilingConfig
 
@@ -68,36 +69,18 @@ class DecodeItem:
 
 
 @dataclass(frozen=True)
-class DecodeOptions:
-    """How every item of a decode job runs (shared by all items and engines)."""
+class DecodeOptions(VaeJobOptions):
+    """How every item of a decode job runs (shared by all items and engines).
 
-    version: str
-    """Wan VAE version, ``"2.1"`` or ``"2.2"``."""
-    dtype: torch.dtype = torch.float32
-    """Compute dtype: the latents are cast to it (after un-normalising in float32)."""
-    chunk_size: int = 1
-    """Latent frames per VAE call."""
-    tiling: TilingConfig | None = None
-    tile_order: str = "frame"
-    """``"frame"`` (streamed) or ``"tile"`` (tile-major, lowest memory)."""
-    device: torch.device = torch.device("cpu")
+    ``dtype`` is the compute dtype: latents are un-normalised in float32, then cast to it.
+    """
+
+    HALF: ClassVar[str] = "include_decoder"
+
     crf: int = 18
     """libx264 quality of a video output."""
     threads: int | None = None
     """Video encoder threads (``None``: the codec's choice)."""
-    overwrite: bool = False
-    """Replace an existing output (else it is refused)."""
-    progress: bool = True
-    """Show a progress bar (only on a terminal)."""
-    weights_dtype: torch.dtype | None = None
-    """Dtype the weights are loaded in (``None``: ``dtype``)."""
-
-    def load_vae(self, checkpoint: str | Path) -> Any:
-        """Check ``checkpoint`` from its headers and load the half this job needs, on ``device``."""
-        from framestream.jobs.vae import load_vae
-
-        weights = self.weights_dtype or self.dtype
-        return load_vae(checkpoint, self.version, weights_dtype=weights, device=self.device, include_decoder=True)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -33,6 +33,7 @@ from framestream.jobs.checks import (
     vae_name,
     wan_exact_module,
 )
+from framestream.jobs.options import VaeJobOptions
 from framestream.tiling.planner import TilingConfig
 
 __all__ = [
@@ -290,18 +291,14 @@ class EncodeItem:
 
 
 @dataclass(frozen=True)
-class EncodeOptions:
-    """How every item of an encode job runs (shared by all items and engines)."""
+class EncodeOptions(VaeJobOptions):
+    """How every item of an encode job runs (shared by all items and engines).
 
-    version: str
-    """Wan VAE version, ``"2.1"`` or ``"2.2"``."""
-    dtype: torch.dtype = torch.float32
-    """Compute dtype of the pixels given to the encoder."""
-    chunk_size: int = 1
-    """Latent frames per VAE call."""
-    tiling: TilingConfig | None = None
-    tile_order: str = "frame"
-    device: torch.device = torch.device("cpu")
+    ``dtype`` is the compute dtype: the pixels are given to the encoder in it.
+    """
+
+    HALF: ClassVar[str] = "include_encoder"
+
     resize: tuple[int, int] | None = None
     """(width, height) every frame is resized to."""
     crop: tuple[int, int] | None = None
@@ -310,19 +307,6 @@ class EncodeOptions:
     """Encode exactly the first ``frames`` (``1 + 4k``)."""
     trim_frames: bool = False
     """Encode the largest ``1 + 4k`` frames the video has."""
-    overwrite: bool = False
-    """Replace an existing output (else it is refused)."""
-    progress: bool = True
-    """Show a progress bar (only on a terminal)."""
-    weights_dtype: torch.dtype | None = None
-    """Dtype the weights are loaded in (``None``: ``dtype``)."""
-
-    def load_vae(self, checkpoint: str | Path) -> Any:
-        """Check ``checkpoint`` from its headers and load the half this job needs, on ``device``."""
-        from framestream.jobs.vae import load_vae
-
-        weights = self.weights_dtype or self.dtype
-        return load_vae(checkpoint, self.version, weights_dtype=weights, device=self.device, include_encoder=True)
 
     def plan(self, source: str | Path) -> EncodePlan:
         """Check ``source`` against these options from its headers (see :func:`plan_encode`)."""

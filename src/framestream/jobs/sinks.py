@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from framestream.io.atomic import as_disk_full, atomic_dir, atomic_path
+from framestream.io.atomic import atomic_dir, atomic_path, reraise
 from framestream.io.video import StreamingVideoWriter
 
 __all__ = ["expected_output_bytes", "open_sink"]
@@ -56,10 +56,7 @@ class _Staged:
     def fail(self, err: BaseException) -> NoReturn:
         """Discard the temporary and raise ``err`` (a full disk as :class:`DiskFullError` naming the output)."""
         self.discard()
-        converted = as_disk_full(err, self.path)
-        if converted is err:
-            raise err
-        raise converted from err
+        reraise(err, self.path)
 
     def publish(self) -> None:
         stack, self._stack = self._stack, None

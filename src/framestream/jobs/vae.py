@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from framestream.jobs.checks import vae_name
+from framestream.utils.load_errors import load_error_reason
 
 __all__ = ["check_checkpoint", "checkpoint_latent_channels", "load_vae", "unreadable_checkpoint"]
 
@@ -71,12 +72,7 @@ def _check_ltx2(path: Path) -> Path:
 
 def unreadable_checkpoint(path: Path, err: BaseException) -> ValueError:
     """One plain sentence for a checkpoint that cannot be read (cut short, corrupt, pickled code, wrong file)."""
-    import pickle
-
-    if isinstance(err, pickle.UnpicklingError):
-        why = "it holds pickled objects other than tensors, which are never loaded (weights_only)"
-    else:
-        why = " ".join(str(err).split())[:200] or type(err).__name__
+    why = load_error_reason(err)
     return ValueError(f"--checkpoint {path} is not a readable Wan VAE checkpoint ({why}); download it again or pass another file")
 
 

@@ -100,10 +100,10 @@ class TilingConfig(PrintableConfig):
             if o < 0:
                 raise ValueError(f"tile_overlap_px must be >= 0, got {self.tile_overlap_px!r}")
             if o >= t:
-                default = " (the default)" if self.tile_overlap_px == 64 else ""
+                default = ", the default," if self.tile_overlap_px == 64 else ""
                 raise ValueError(
-                    f"tile_overlap_px ({self.tile_overlap_px!r}{default}) must be smaller than tile_size_px "
-                    f"({self.tile_size_px!r}); pass a smaller tile_overlap_px (the exact Wan tiler ignores it: "
+                    f"tile_overlap_px={self.tile_overlap_px!r}{default} must be smaller than tile_size_px="
+                    f"{self.tile_size_px!r}; pass a smaller tile_overlap_px (the exact Wan tiler ignores it: "
                     "tile_overlap_px=0 is fine there)"
                 )
         if self.min_tile_px is not None:
