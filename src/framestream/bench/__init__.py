@@ -15,7 +15,10 @@ from pathlib import Path
 
 __all__ = ["SCENARIO_NAMES", "add_arguments"]
 
-SCENARIO_NAMES = ("decode_untiled", "decode_tiled", "encode_tiled", "stream_memory", "roofline", "distributed")
+SCENARIO_NAMES = (
+    "decode_untiled", "decode_tiled", "encode_tiled", "stream_memory", "roofline", "distributed",
+    "ltx2_decode_tiled", "ltx2_encode_tiled",
+)
 """Suite order (each defined in :mod:`framestream.bench.scenarios`)."""
 
 

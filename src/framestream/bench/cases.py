@@ -59,6 +59,11 @@ def diffusers_vae(base_dim: int, seed: int, device: torch.device, tile_px: int |
     vae = AutoencoderKLWan(**arch_for(base_dim).to_diffusers_kwargs())
     vae.load_state_dict(ours.state_dict(), strict=True)
     del ours
+    return enable_diffusers_tiling(vae, tile_px, overlap_px).eval().requires_grad_(False).to(device)
+
+
+def enable_diffusers_tiling(vae, tile_px: int | None, overlap_px: int | None):
+    """diffusers' ``enable_tiling`` with square tiles of ``tile_px`` overlapping by ``overlap_px``; no-op for None."""
     if tile_px is not None:
         stride = tile_px - (overlap_px or 0)
         vae.enable_tiling(
@@ -67,7 +72,7 @@ def diffusers_vae(base_dim: int, seed: int, device: torch.device, tile_px: int |
             tile_sample_stride_height=stride,
             tile_sample_stride_width=stride,
         )
-    return vae.eval().requires_grad_(False).to(device)
+    return vae
 
 
 def random_latents(shape: list[int], seed: int, device: torch.device) -> torch.Tensor:

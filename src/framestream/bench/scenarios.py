@@ -370,6 +370,12 @@ SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "roofline": roofline,
     "distributed": distributed,
 }
+
+from framestream.bench.ltx2_scenarios import LTX2_SETTINGS, ltx2_decode_tiled, ltx2_encode_tiled  # noqa: E402
+
+SCENARIOS.update(ltx2_decode_tiled=ltx2_decode_tiled, ltx2_encode_tiled=ltx2_encode_tiled)
+for _mode_name, _extra in LTX2_SETTINGS.items():
+    SETTINGS[_mode_name].update(_extra)
 assert tuple(SCENARIOS) == SCENARIO_NAMES, "keep framestream.bench.SCENARIO_NAMES in step with SCENARIOS"
 
 

@@ -29,16 +29,17 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, vae_required: bool =
     """--vae, --checkpoint, --chunk, --dtype, --weights-dtype, --device, --json (shared by the VAE commands)."""
     parser.add_argument(
         "--vae",
-        choices=("wan2.1", "wan2.2"),
+        choices=("wan2.1", "wan2.2", "ltx2"),
         required=vae_required,
-        help="Wan VAE version" + ("" if vae_required else " (default: the one the latent file names)"),
+        help="VAE: Wan 2.1, Wan 2.2 or the LTX-2 video VAE" + ("" if vae_required else " (default: the one the latent file names)"),
     )
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="Wan VAE weights: Wan2.1_VAE.pth / Wan2.2_VAE.pth, a diffusers VAE folder or safetensors file",
+        help="VAE weights: Wan2.1_VAE.pth / Wan2.2_VAE.pth, an original LTX-2 .safetensors file, or a diffusers VAE folder",
     )
-    parser.add_argument("--chunk", type=int, default=1, help="latent frames per VAE call (default: 1; more is faster and uses more memory)")
+    parser.add_argument("--chunk", type=int, default=1, help="Wan: latent frames per VAE call (default: 1; more is faster and uses more memory); "
+                        "LTX-2 runs the whole clip per call")
     parser.add_argument("--dtype", default="fp32", help="compute dtype: fp32, bf16 or fp16 (default: fp32)")
     parser.add_argument("--weights-dtype", default=None, help="dtype the weights are stored in (default: --dtype)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
@@ -61,7 +62,7 @@ def add_tiling_arguments(parser: argparse.ArgumentParser, *, auto: bool = False)
         "--tile-size",
         type=parse_tile_size if auto else int,
         default=None,
-        help="largest tile side in pixels (owned region), a multiple of 8 (wan2.1) / 16 (wan2.2)"
+        help="largest tile side in pixels (owned region), a multiple of 8 (wan2.1) / 16 (wan2.2) / 32 (ltx2)"
         + ("; 'auto': the largest tile and tile batch whose estimated peak fits --memory-budget" if auto else "")
         + "; default: no tiling",
     )
@@ -155,11 +156,13 @@ def run(args: argparse.Namespace) -> int:
     z, meta = load_latents(args.latents)
     if args.vae is None:
         if meta.vae is None:
-            raise ValueError(f"{args.latents} does not say which VAE made it; pass --vae wan2.1 or --vae wan2.2")
+            raise ValueError(f"{args.latents} does not say which VAE made it; pass --vae wan2.1, wan2.2 or ltx2")
         args.vae = meta.vae
     version = jobs.vae_version(args.vae)
-    jobs.check_latents(z, meta, version, args.latents)
+    jobs.check_latents(z, meta, version, args.latents, jobs.checkpoint_latent_channels(args.checkpoint, version))
     factor = jobs.SPATIAL_FACTOR[version]
+    if auto and version == "ltx2":
+        raise ValueError("--tile-size auto estimates Wan VAE memory only; pass --tile-size N (a multiple of 32) for ltx2")
     tiling = None if auto else jobs.make_tiling(args.tile_size, args.tile_overlap, args.tile_batch_size, factor)
     if args.tile_order == "tile" and tiling is None and not auto:
         raise ValueError("--tile-order tile needs --tile-size")

@@ -38,7 +38,7 @@ def encode_options(args: argparse.Namespace, *, local_rank: int = 0, progress: b
     from framestream import jobs
 
     if args.vae is None:
-        raise ValueError("--vae is required (wan2.1 or wan2.2)")
+        raise ValueError("--vae is required (wan2.1, wan2.2 or ltx2)")
     version = jobs.vae_version(args.vae)
     dtype = jobs.parse_float_dtype(args.dtype, "--dtype")
     weights_dtype = jobs.parse_float_dtype(args.weights_dtype, "--weights-dtype") if args.weights_dtype else None
@@ -52,8 +52,9 @@ def encode_options(args: argparse.Namespace, *, local_rank: int = 0, progress: b
                 f"{option} {size[0]}x{size[1]} is not divisible by {factor}, the spatial factor of {args.vae}; "
                 f"e.g. {option} {max(factor, size[0] // factor * factor)}x{max(factor, size[1] // factor * factor)}"
             )
-    if args.frames is not None and (args.frames < 1 or (args.frames - 1) % 4):
-        raise ValueError(f"--frames {args.frames}: the VAE takes 1 + 4k frames (e.g. 1, 5, 9, ..., 81)")
+    r = jobs.TEMPORAL_FACTORS[version]
+    if args.frames is not None and (args.frames < 1 or (args.frames - 1) % r):
+        raise ValueError(f"--frames {args.frames}: the VAE takes 1 + {r}k frames (e.g. 1, {1 + r}, {1 + 2 * r}, ..., {1 + 10 * r})")
     tiling = jobs.make_tiling(args.tile_size, args.tile_overlap, args.tile_batch_size, factor)
     if args.tile_order == "tile" and tiling is None:
         raise ValueError("--tile-order tile needs --tile-size")

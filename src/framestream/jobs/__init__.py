@@ -18,6 +18,7 @@ from framestream.jobs.checks import (
     LATENT_CHANNELS,
     SPATIAL_FACTOR,
     TEMPORAL_FACTOR,
+    TEMPORAL_FACTORS,
     VAE_NAMES,
     check_chunk,
     check_latents,
@@ -58,13 +59,14 @@ from framestream.jobs.options import VaeJobOptions
 from framestream.jobs.report import PeakMemory, human_bytes
 from framestream.jobs.sinks import expected_output_bytes, open_sink
 from framestream.jobs.tiling import auto_decode_tiling, halo_warning
-from framestream.jobs.vae import check_checkpoint, load_vae
+from framestream.jobs.vae import check_checkpoint, checkpoint_latent_channels, load_vae
 
 __all__ = [
     "FORMATS",
     "LATENT_CHANNELS",
     "SPATIAL_FACTOR",
     "TEMPORAL_FACTOR",
+    "TEMPORAL_FACTORS",
     "VAE_NAMES",
     "DecodeItem",
     "DecodeOptions",
@@ -79,6 +81,7 @@ __all__ = [
     "check_decode_output",
     "check_encode_output",
     "check_checkpoint",
+    "checkpoint_latent_channels",
     "check_chunk",
     "check_latents",
     "check_output",

@@ -25,6 +25,7 @@ __all__ = [
     "LATENT_CHANNELS",
     "SPATIAL_FACTOR",
     "TEMPORAL_FACTOR",
+    "TEMPORAL_FACTORS",
     "VAE_NAMES",
     "VIDEO_SUFFIXES",
     "check_chunk",
@@ -41,11 +42,13 @@ __all__ = [
     "wan_exact_module",
 ]
 
-VAE_NAMES = {"wan2.1": "2.1", "wan2.2": "2.2"}
-"""CLI name -> Wan VAE version."""
-LATENT_CHANNELS = {"2.1": 16, "2.2": 48}
-SPATIAL_FACTOR = {"2.1": 8, "2.2": 16}
+VAE_NAMES = {"wan2.1": "2.1", "wan2.2": "2.2", "ltx2": "ltx2"}
+"""CLI name -> VAE version (Wan 2.1 / 2.2, or the LTX-2 video VAE)."""
+LATENT_CHANNELS = {"2.1": 16, "2.2": 48, "ltx2": 128}
+SPATIAL_FACTOR = {"2.1": 8, "2.2": 16, "ltx2": 32}
 TEMPORAL_FACTOR = 4
+TEMPORAL_FACTORS = {"2.1": 4, "2.2": 4, "ltx2": 8}
+"""Frames per latent frame: videos have ``1 + factor*k`` frames."""
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 FORMATS = ("mp4", "png", "npy", "safetensors")
 FLOAT_DTYPES = ("fp32", "bf16", "fp16")
@@ -58,12 +61,12 @@ def vae_version(name: str) -> str:
         return VAE_NAMES[key]
     if key in VAE_NAMES.values():
         return key
-    raise ValueError(f"unknown VAE {name!r}; choose wan2.1 or wan2.2")
+    raise ValueError(f"unknown VAE {name!r}; choose wan2.1, wan2.2 or ltx2")
 
 
 def vae_name(version: str) -> str:
-    """``"2.1"`` -> ``"wan2.1"``."""
-    return f"wan{version}"
+    """``"2.1"`` -> ``"wan2.1"`` (``"ltx2"`` stays)."""
+    return version if version == "ltx2" else f"wan{version}"
 
 
 def parse_float_dtype(name: str, option: str) -> torch.dtype:
@@ -164,9 +167,12 @@ def check_chunk(chunk: int) -> int:
     return chunk
 
 
-def check_latents(z: torch.Tensor, metadata: LatentMetadata, version: str, source: str | Path) -> None:
-    """Latents fit the chosen VAE: channel count, batch of one, and the VAE the file names."""
-    expected = LATENT_CHANNELS[version]
+def check_latents(
+    z: torch.Tensor, metadata: LatentMetadata, version: str, source: str | Path, channels: int | None = None
+) -> None:
+    """Latents fit the chosen VAE: channel count (``channels``, default the published VAE's), batch of one,
+    and the VAE the file names."""
+    expected = LATENT_CHANNELS[version] if channels is None else channels
     if metadata.vae is not None and metadata.vae.lower() in VAE_NAMES and VAE_NAMES[metadata.vae.lower()] != version:
         raise ValueError(f"{source} holds {metadata.vae} latents but --vae is {vae_name(version)}; pass --vae {metadata.vae}")
     if z.shape[1] != expected:
@@ -183,9 +189,9 @@ def check_latents(z: torch.Tensor, metadata: LatentMetadata, version: str, sourc
         raise ValueError(f"{source} holds empty latents of shape {tuple(z.shape)}")
 
 
-def decoded_frames(latent_frames: int) -> int:
-    """Pixel frames the Wan VAE decodes ``latent_frames`` to (``1 + 4(T-1)``)."""
-    return 1 + (latent_frames - 1) * TEMPORAL_FACTOR
+def decoded_frames(latent_frames: int, temporal_factor: int = TEMPORAL_FACTOR) -> int:
+    """Pixel frames ``latent_frames`` decode to (``1 + r(T-1)``; ``r`` = 4 for Wan, 8 for LTX-2)."""
+    return 1 + (latent_frames - 1) * temporal_factor
 
 
 def output_format(output: str | Path, fmt: str | None = None) -> str:

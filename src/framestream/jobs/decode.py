@@ -29,6 +29,7 @@ from framestream.io.latents import LatentMetadata, load_latents
 from framestream.io.transfer import HostFrameCopier
 from framestream.jobs.checks import (
     SPATIAL_FACTOR,
+    TEMPORAL_FACTORS,
     check_chunk,
     check_latents,
     check_output,
@@ -113,7 +114,8 @@ def check_decode_output(item: DecodeItem, options: DecodeOptions, latent_shape: 
     check_new_output(item.output, options.overwrite, directory=fmt == "png")
     if latent_shape is not None:
         factor = SPATIAL_FACTOR[options.version]
-        need = expected_output_bytes(fmt, decoded_frames(latent_shape[2]), latent_shape[3] * factor, latent_shape[4] * factor)
+        frames = decoded_frames(latent_shape[2], TEMPORAL_FACTORS[options.version])
+        need = expected_output_bytes(fmt, frames, latent_shape[3] * factor, latent_shape[4] * factor)
         if need is not None:
             check_free_space(item.output, need)
     return fmt
@@ -138,6 +140,16 @@ def iter_decode(
     check_chunk(chunk_size)
     if tile_order not in ("frame", "tile"):
         raise ValueError(f"tile order must be 'frame' or 'tile', got {tile_order!r}")
+    from framestream.models.ltx2.vae import LTX2VAE
+
+    if isinstance(vae, LTX2VAE):  # whole clip per call; tiled: frames streamed per temporal tile
+        from framestream.tiling.dispatch import iter_decode_tiled
+
+        if tiling is None:
+            yield vae.decode(z), 0
+        else:
+            yield from iter_decode_tiled(vae, z, tiling)
+        return
     if tiling is not None and tile_order == "tile":
         yield wan_exact_module().decode_tiled(vae, z, tiling, chunk_size=chunk_size, order="tile", out_dtype=torch.uint8), 0
         return
@@ -173,7 +185,7 @@ def decode_to_sink(
     elsewhere (e.g. the tile-parallel decode of :mod:`framestream.distributed.vae`)
     instead of :func:`iter_decode`.
     """
-    total = decoded_frames(z.shape[2])
+    total = decoded_frames(z.shape[2], vae.temporal_ratio)
     copier = HostFrameCopier(z.device)
     written = 0
     try:
@@ -232,7 +244,7 @@ def decode_one(
         z = vae.denormalize_latents(z)
     z = z.to(options.dtype)
     factor = SPATIAL_FACTOR[options.version]
-    total = decoded_frames(z.shape[2])
+    total = decoded_frames(z.shape[2], TEMPORAL_FACTORS[options.version])
     sink = open_sink(
         item.output,
         fmt,

@@ -24,7 +24,15 @@ from tqdm.auto import tqdm
 from framestream.io.latents import LatentMetadata, save_latents
 from framestream.io.video import center_crop_frames, iter_video_frames, probe_video, resize_frames, uint8_to_unit_range
 from framestream.io.atomic import check_free_space, check_new_output, check_writable
-from framestream.jobs.checks import LATENT_CHANNELS, SPATIAL_FACTOR, TEMPORAL_FACTOR, check_chunk, vae_name, wan_exact_module
+from framestream.jobs.checks import (
+    LATENT_CHANNELS,
+    SPATIAL_FACTOR,
+    TEMPORAL_FACTOR,
+    TEMPORAL_FACTORS,
+    check_chunk,
+    vae_name,
+    wan_exact_module,
+)
 from framestream.jobs.options import VaeJobOptions
 from framestream.tiling.planner import TilingConfig
 
@@ -60,14 +68,16 @@ class EncodePlan:
     mode: str
     """``"none"``, ``"resize"`` or ``"crop"``."""
     fps: float
+    temporal_factor: int = TEMPORAL_FACTOR
+    """Frames per latent frame of the VAE (4 for Wan, 8 for LTX-2)."""
 
     @property
     def latent_frames(self) -> int:
-        return 1 + (self.frames - 1) // TEMPORAL_FACTOR
+        return 1 + (self.frames - 1) // self.temporal_factor
 
 
-def _valid_counts(n: int) -> str:
-    below = (n - 1) // TEMPORAL_FACTOR * TEMPORAL_FACTOR + 1
+def _valid_counts(n: int, r: int = TEMPORAL_FACTOR) -> str:
+    below = (n - 1) // r * r + 1
     return f"{below}" if below >= 1 else "1"
 
 
@@ -90,7 +100,7 @@ def plan_encode(
     if resize is not None and crop is not None:
         raise ValueError("pass either --resize or --crop, not both")
     info = probe_video(source)
-    factor = SPATIAL_FACTOR[version]
+    factor, r = SPATIAL_FACTOR[version], TEMPORAL_FACTORS[version]
     src = (info.height, info.width)
     if info.frames < 1:
         raise ValueError(f"{source} contains no video frames")
@@ -110,31 +120,33 @@ def plan_encode(
         )
     available = info.frames
     if frames is not None:
-        if frames < 1 or (frames - 1) % TEMPORAL_FACTOR:
+        if frames < 1 or (frames - 1) % r:
             raise ValueError(
-                f"--frames {frames}: the VAE takes 1 + 4k frames (e.g. {_valid_counts(max(frames, 1))} or "
-                f"{(max(frames, 1) - 1) // TEMPORAL_FACTOR * TEMPORAL_FACTOR + 5})"
+                f"--frames {frames}: the VAE takes 1 + {r}k frames (e.g. {_valid_counts(max(frames, 1), r)} or "
+                f"{(max(frames, 1) - 1) // r * r + r + 1})"
             )
         if frames > available:
             raise ValueError(f"--frames {frames} but {source} has only {available} frames")
         count = frames
-    elif (available - 1) % TEMPORAL_FACTOR == 0:
+    elif (available - 1) % r == 0:
         count = available
     elif trim_frames:
-        count = (available - 1) // TEMPORAL_FACTOR * TEMPORAL_FACTOR + 1
+        count = (available - 1) // r * r + 1
     else:
-        count = (available - 1) // TEMPORAL_FACTOR * TEMPORAL_FACTOR + 1
+        count = (available - 1) // r * r + 1
         raise ValueError(
-            f"{source} has {available} frames; the VAE takes 1 + 4k frames. Pass --trim-frames to encode the "
+            f"{source} has {available} frames; the VAE takes 1 + {r}k frames. Pass --trim-frames to encode the "
             f"first {count}, or --frames N to choose"
         )
     fps = info.fps if info.fps > 0 else 16.0
-    return EncodePlan(source=Path(source), frames=count, available=available, source_size=src, size=target, mode=mode, fps=fps)
+    return EncodePlan(
+        source=Path(source), frames=count, available=available, source_size=src, size=target, mode=mode, fps=fps, temporal_factor=r
+    )
 
 
 def iter_raw_chunks(plan: EncodePlan, chunk_size: int) -> Iterator[torch.Tensor]:
-    """The planned frames as uint8 ``(t, H, W, 3)`` chunks of the source size: ``1 + 4*chunk_size`` frames first, then ``4*chunk_size``."""
-    step = TEMPORAL_FACTOR * chunk_size
+    """The planned frames as uint8 ``(t, H, W, 3)`` chunks of the source size: ``1 + r*chunk_size`` frames first, then ``r*chunk_size``."""
+    step = plan.temporal_factor * chunk_size
     wanted = 1 + step
     pending = torch.empty(0, *plan.source_size, 3, dtype=torch.uint8)
     sent = 0
@@ -166,7 +178,7 @@ def model_pixels(raw: torch.Tensor, plan: EncodePlan, device: torch.device, dtyp
 
 
 def iter_pixel_chunks(plan: EncodePlan, chunk_size: int, device: torch.device, dtype: torch.dtype) -> Iterator[torch.Tensor]:
-    """``(1, 3, t, H, W)`` chunks in ``[-1, 1]``: ``1 + 4*chunk_size`` frames first, then ``4*chunk_size``."""
+    """``(1, 3, t, H, W)`` chunks in ``[-1, 1]``: ``1 + r*chunk_size`` frames first, then ``r*chunk_size``."""
     for raw in iter_raw_chunks(plan, chunk_size):
         yield model_pixels(raw, plan, device, dtype)
 
@@ -195,6 +207,12 @@ def iter_encode(
     device = torch.device(device)
     # An engine that reads the video elsewhere (a Ray reader task) passes the chunks it made.
     chunks = iter_pixel_chunks(plan, chunk_size, device, dtype) if pixels is None else iter(pixels)
+    if _is_ltx2(vae):  # every layer is local: the whole clip per call, tiled in space if asked
+        from framestream.tiling.dispatch import encode_tiled
+
+        video = torch.cat(list(chunks), dim=2)
+        yield vae.encode(video) if tiling is None else encode_tiled(vae, video, tiling)
+        return
     if tiling is not None and tile_order == "tile":
         video = torch.cat(list(chunks), dim=2)
         yield wan_exact_module().encode_tiled(vae, video, tiling, chunk_size=chunk_size, order="tile")
@@ -210,6 +228,12 @@ def iter_encode(
     cache = WanCausalCache()
     for x in chunks:
         yield vae.encode(x, chunk_size=chunk_size, cache=cache)
+
+
+def _is_ltx2(vae: Any) -> bool:
+    from framestream.models.ltx2.vae import LTX2VAE
+
+    return isinstance(vae, LTX2VAE)
 
 
 def encode_video(
@@ -240,7 +264,7 @@ def encode_video(
             )
         for i, mu in enumerate(chunks):
             parts.append(mu.float())
-            bar.update(mu.shape[2] * TEMPORAL_FACTOR - (3 if i == 0 else 0))
+            bar.update(mu.shape[2] * plan.temporal_factor - (plan.temporal_factor - 1 if i == 0 else 0))
     z = torch.cat(parts, dim=2)
     if z.shape[2] != plan.latent_frames:
         raise RuntimeError(f"encoded {z.shape[2]} latent frames, expected {plan.latent_frames}")

@@ -51,6 +51,10 @@ def halo_warning(vae: Any, kind: str, size_hw: tuple[int, int], tiling: TilingCo
     """
     if tiling is None:
         return None
+    from framestream.models.ltx2.vae import LTX2VAE
+
+    if isinstance(vae, LTX2VAE):
+        return _ltx2_halo_warning(vae, kind, size_hw, tiling)
     from framestream.tiling import wan_exact
 
     plan_for = wan_exact.plan_exact_decode if kind == "decode" else wan_exact.plan_exact_encode
@@ -68,6 +72,35 @@ def halo_warning(vae: Any, kind: str, size_hw: tuple[int, int], tiling: TilingCo
         f"--tile-size {tiling.tile_size_px}: every tile recomputes a halo of up to {halo} px, so this {kind} does about "
         f"{ratio:.1f}x the work of an untiled one; a larger --tile-size is faster"
         + (" (--tile-size auto picks the largest that fits --memory-budget)" if kind == "decode" else "")
+    )
+
+
+def _ltx2_halo_warning(vae: Any, kind: str, size_hw: tuple[int, int], tiling: TilingConfig) -> str | None:
+    """:func:`halo_warning` for the LTX-2 VAE (whole encoder/decoder tiled; halos up to ~700 px at the real depth)."""
+    from framestream.tiling.ltx2_exact import plan_ltx2_decode, plan_ltx2_encode
+
+    s = vae.spatial_ratio
+    shape = (2, *size_hw) if kind == "decode" else (1 + vae.temporal_ratio, *size_hw)
+    planner = plan_ltx2_decode if kind == "decode" else plan_ltx2_encode
+    px = max(size_hw) * (s if kind == "decode" else 1)
+    whole = planner(vae, shape, TilingConfig(tile_size_px=px, tile_overlap_px=0))
+    plan = planner(vae, shape, tiling)
+    if len(plan.rows) * len(plan.cols) <= 1:
+        return None
+
+    def sizes(a: Any) -> tuple[int, ...]:
+        return (a.window[1] - a.window[0], *(n for _, n in a.crops))
+
+    stages = len(sizes(whole.rows[0]))
+    ratio = sum(
+        sum(sizes(r)[k] for r in plan.rows) * sum(sizes(c)[k] for c in plan.cols) / (sizes(whole.rows[0])[k] * sizes(whole.cols[0])[k])
+        for k in range(stages)
+    ) / stages
+    if ratio < HALO_WARNING_RATIO:
+        return None
+    return (
+        f"--tile-size {tiling.tile_size_px}: every LTX-2 tile recomputes its halo (the receptive field reaches hundreds "
+        f"of px at the real depth), so this {kind} does about {ratio:.1f}x the work of an untiled one; a larger --tile-size is faster"
     )
 
 

@@ -25,6 +25,8 @@ from framestream.tiling.receptive_field import (
     measure_decoder_receptive_field,
     measure_encoder_receptive_field,
 )
+from framestream.tiling.dispatch import decode_tiled, encode_tiled, iter_decode_tiled  # Wan or LTX-2, by model
+from framestream.tiling.ltx2_exact import LTX2TilePlan, plan_ltx2_decode, plan_ltx2_encode
 from framestream.tiling.wan_budget import ExactDecodeMemory, choose_exact_tiling, estimate_exact_decode_memory
 from framestream.tiling.wan_exact import (
     AxisCrop,
@@ -32,9 +34,6 @@ from framestream.tiling.wan_exact import (
     ExactTilePlan,
     WanTiledDecodeState,
     WanTiledEncodeState,
-    decode_tiled,
-    encode_tiled,
-    iter_decode_tiled,
     iter_encode_tiled,
     plan_exact_decode,
     plan_exact_encode,
@@ -92,4 +91,8 @@ __all__ = [
     "iter_encode_tiled",
     "plan_exact_decode",
     "plan_exact_encode",
+    # exact LTX-2 tiling (decode_tiled / encode_tiled dispatch on the model)
+    "LTX2TilePlan",
+    "plan_ltx2_decode",
+    "plan_ltx2_encode",
 ]

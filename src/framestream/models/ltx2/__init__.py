@@ -1,0 +1,1 @@
+"""The LTX-2 model family (video VAE)."""
