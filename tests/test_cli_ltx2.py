@@ -13,19 +13,9 @@ from framestream.cli.main import main
 from framestream.io.latents import load_latents
 from framestream.io.transfer import frames_to_uint8
 from framestream.io.video import StreamingVideoWriter
-from framestream.models.ltx2.vae import LTX2VAE, LTX2VAEArchConfig, init_random_weights, load_ltx2_vae, save_original_checkpoint
+from framestream.models.ltx2.vae import LTX2VAE, init_random_weights, load_ltx2_vae, save_original_checkpoint, shallow_ltx2_arch
 
 H, W, FPS = 96, 64, 12  # 3 x 2 latents
-
-
-def _arch() -> LTX2VAEArchConfig:
-    return LTX2VAEArchConfig(
-        latent_channels=8,
-        block_out_channels=(16, 16, 32, 32),
-        decoder_block_out_channels=(8, 16, 32),
-        layers_per_block=(1, 1, 0, 0, 0),
-        decoder_layers_per_block=(1, 0, 0, 0),
-    )
 
 
 def _video(path: Path, frames: int, height: int = H, width: int = W) -> Path:
@@ -39,11 +29,11 @@ def _video(path: Path, frames: int, height: int = H, width: int = W) -> Path:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli_ltx2")
-    model = init_random_weights(LTX2VAE(_arch()), seed=0)
+    model = init_random_weights(LTX2VAE(shallow_ltx2_arch()), seed=0)
     with torch.no_grad():
         model.latents_mean.uniform_(-0.5, 0.5)
         model.latents_std.uniform_(0.5, 2.0)
-    save_original_checkpoint(model, _arch(), root / "ltx-2.safetensors")
+    save_original_checkpoint(model, shallow_ltx2_arch(), root / "ltx-2.safetensors")
     return {"root": root, "ckpt": root / "ltx-2.safetensors", "video": _video(root / "clip.mp4", 17), "video12": _video(root / "c12.mp4", 12)}
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from framestream.models.ltx2.vae import LTX2_VAE_ARCH, LTX2VAE, LTX2VAEArchConfig, init_random_weights, tiny_ltx2_arch
+from framestream.models.ltx2.vae import (
+    LTX2_VAE_ARCH,
+    LTX2VAE,
+    LTX2VAEArchConfig,
+    init_random_weights,
+    shallow_ltx2_arch,
+    tiny_ltx2_arch,
+)
 from framestream.tiling import (
     TilingConfig,
     batch_schedule,
@@ -18,24 +25,12 @@ from framestream.tiling import (
 from framestream.tiling.ltx2_receptive_field import derive_ltx2_receptive_field, measure_ltx2_receptive_field
 
 
-def small_arch(**kw) -> LTX2VAEArchConfig:
-    """The LTX-2 resampling layout (32x, 8x, reflect decoder) with few resnets: halo ~3 latents."""
-    return LTX2VAEArchConfig(
-        latent_channels=8,
-        block_out_channels=(16, 16, 32, 32),
-        decoder_block_out_channels=(8, 16, 32),
-        layers_per_block=(1, 1, 0, 0, 0),
-        decoder_layers_per_block=(1, 0, 0, 0),
-        **kw,
-    )
-
-
 def _vae(arch: LTX2VAEArchConfig, seed: int = 0) -> LTX2VAE:
     return init_random_weights(LTX2VAE(arch), seed).eval()
 
 
 def test_receptive_field_derived_from_layers_matches_measurement():
-    for arch in (tiny_ltx2_arch(), small_arch(decoder_causal=True)):
+    for arch in (tiny_ltx2_arch(), shallow_ltx2_arch(decoder_causal=True)):
         for part in ("decoder", "encoder"):
             derived = derive_ltx2_receptive_field(arch, part)
             measured = measure_ltx2_receptive_field(arch, part)
@@ -49,7 +44,7 @@ def test_receptive_field_derived_from_layers_matches_measurement():
 
 
 def test_tiled_decode_equals_untiled_at_odd_size_with_batching_and_temporal_tiles():
-    vae = _vae(small_arch())
+    vae = _vae(shallow_ltx2_arch())
     halo = derive_ltx2_receptive_field(vae, "decoder").halo_cells()
     tile_px = (max(halo) + 1) * 32  # tiles barely above the halo
     z = torch.randn(1, 8, 2, 13, 11, generator=torch.Generator().manual_seed(0))  # 416 x 352 px
@@ -69,7 +64,7 @@ def test_tiled_decode_equals_untiled_at_odd_size_with_batching_and_temporal_tile
 
 @pytest.mark.parametrize("causal,timestep", [(False, True), (True, False)], ids=["noncausal+timestep", "causal"])
 def test_temporal_tiling_streams_frames_in_order_and_is_exact(causal, timestep):
-    vae = _vae(small_arch(decoder_causal=causal, timestep_conditioning=timestep))
+    vae = _vae(shallow_ltx2_arch(decoder_causal=causal, timestep_conditioning=timestep))
     t = 16
     z = torch.randn(2, 8, t, 3, 2, generator=torch.Generator().manual_seed(1))
     temb = torch.tensor([0.05, 0.5]) if timestep else None
@@ -92,7 +87,7 @@ def test_temporal_tiling_streams_frames_in_order_and_is_exact(causal, timestep):
 
 
 def test_tiled_encode_equals_untiled_at_odd_size_with_batching():
-    vae = _vae(small_arch())
+    vae = _vae(shallow_ltx2_arch())
     halo = derive_ltx2_receptive_field(vae, "encoder").halo_cells()
     tile_px = (max(halo) + 1) * 32
     x = torch.rand(1, 3, 9, 13 * 32, 11 * 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
@@ -138,7 +133,7 @@ def test_seed_call_counts_from_the_planner(width, height, batch, seed_calls, see
 
 
 def test_plan_errors_are_clear():
-    vae = _vae(small_arch())
+    vae = _vae(shallow_ltx2_arch())
     with pytest.raises(ValueError, match="multiple of the spatial scale 32"):
         plan_ltx2_decode(vae, (2, 4, 4), TilingConfig(tile_size_px=48, tile_overlap_px=0))
     with pytest.raises(ValueError, match="multiple of the temporal ratio 8"):

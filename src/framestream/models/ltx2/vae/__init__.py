@@ -11,6 +11,7 @@ from framestream.models.ltx2.vae.config import (
     BlockPlan,
     LTX2VAEArchConfig,
     reduced_width,
+    shallow_ltx2_arch,
     tiny_ltx2_arch,
 )
 from framestream.models.ltx2.vae.model import LOGVAR_RANGE, LTX2VAE, init_random_weights
@@ -21,6 +22,7 @@ __all__ = [
     "LTX2VAEArchConfig",
     "reduced_width",
     "tiny_ltx2_arch",
+    "shallow_ltx2_arch",
     "LTX2VAE",
     "LOGVAR_RANGE",
     "init_random_weights",

@@ -25,6 +25,7 @@ __all__ = [
     "LTX2_VAE_ARCH",
     "DIFFUSERS_IGNORED_KEYS",
     "tiny_ltx2_arch",
+    "shallow_ltx2_arch",
     "reduced_width",
     "BlockPlan",
 ]
@@ -409,3 +410,16 @@ def tiny_ltx2_arch(
         decoder_causal=decoder_causal,
         timestep_conditioning=timestep_conditioning,
     )
+
+
+def shallow_ltx2_arch(**overrides: Any) -> LTX2VAEArchConfig:
+    """Tiny LTX-2 layout with resnets only at the two finest encoder levels and the finest decoder level:
+    a reach of ~3 latents, so exact tiles can be small (tests, examples). ``overrides``: any field."""
+    fields: dict[str, Any] = dict(
+        latent_channels=8,
+        block_out_channels=(16, 16, 32, 32),
+        decoder_block_out_channels=(8, 16, 32),
+        layers_per_block=(1, 1, 0, 0, 0),
+        decoder_layers_per_block=(1, 0, 0, 0),
+    )
+    return LTX2VAEArchConfig(**{**fields, **overrides})
