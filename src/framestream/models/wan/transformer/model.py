@@ -322,6 +322,11 @@ class WanTransformer(Transformer[WanKVCache]):
         if config.causal and config.arch.patch_size[0] != 1:
             raise ValueError("causal mode needs a temporal patch size of 1 (one latent frame per token frame)")
         self.dit = build_wan_dit(config)
+        if config.compile:
+            from framestream.utils.compile import compile_module_forward
+
+            for block in self.dit.blocks:
+                compile_module_forward(block)
 
     # ------------------------------------------------------------------ interface
     @property
