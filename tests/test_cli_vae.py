@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from framestream import vae_runner
+from framestream import jobs
 from framestream.cli.main import main
 from framestream.io.latents import LatentMetadata, load_latents, save_latents
 from framestream.io.transfer import frames_to_uint8
@@ -70,7 +70,7 @@ def latents(files) -> Path:
 
 @pytest.fixture(scope="module")
 def vae(files) -> WanVAE:
-    return vae_runner.load_vae(files["ckpt"], "2.1", include_encoder=True, include_decoder=True)
+    return jobs.load_vae(files["ckpt"], "2.1", include_encoder=True, include_decoder=True)
 
 
 def run_json(capsys, argv: list[str]) -> dict:
@@ -197,12 +197,12 @@ def test_resize_crop_and_frame_selection(files, tmp_path):
 # ---------------------------------------------------------------------------- tiled == untiled
 def test_tiled_and_untiled_agree(files, latents, vae, tmp_path):
     pytest.importorskip("framestream.tiling.wan_exact")
-    tiling = vae_runner.make_tiling(16, 8, 2, 8)
+    tiling = jobs.make_tiling(16, 8, 2, 8)
     z, _ = load_latents(latents)
     z = vae.denormalize_latents(z)
     with torch.no_grad():
-        untiled = torch.cat([f for f, _ in vae_runner.iter_decode(vae, z, chunk_size=2)], dim=2)
-        tiled = torch.cat([f for f, _ in vae_runner.iter_decode(vae, z, chunk_size=2, tiling=tiling)], dim=2)
+        untiled = torch.cat([f for f, _ in jobs.iter_decode(vae, z, chunk_size=2)], dim=2)
+        tiled = torch.cat([f for f, _ in jobs.iter_decode(vae, z, chunk_size=2, tiling=tiling)], dim=2)
     torch.testing.assert_close(tiled, untiled, atol=1e-4, rtol=0)
 
     base = ["--vae", "wan2.1", "--checkpoint", str(files["ckpt"]), "--chunk", "2"]
@@ -257,8 +257,8 @@ def test_decode_errors(files, latents, capsys, tmp_path, no_model_load):
         (["decode", str(latents), "-o", out, "--vae", "wan2.2", "--checkpoint", str(files["ckpt22"])], "holds wan2.1 latents but --vae is wan2.2"),
         (["decode", str(z48), "-o", out, "--vae", "wan2.2", "--checkpoint", ck], "holds a Wan 2.1 VAE (diffusers layout) but --vae is wan2.2"),
         (["decode", str(latents), "-o", str(blocker / "o.mp4"), "--checkpoint", ck], "output path not writable"),
-        (["decode", str(latents), "-o", out, "--checkpoint", ck, "--dtype", "fp8"], "unknown dtype 'fp8'"),
-        (["decode", str(latents), "-o", out, "--checkpoint", ck, "--weights-dtype", "int32"], "not a floating dtype"),
+        (["decode", str(latents), "-o", out, "--checkpoint", ck, "--dtype", "fp8"], "--dtype: 'fp8' is not a dtype the VAE runs in; choose fp32, bf16, fp16"),
+        (["decode", str(latents), "-o", out, "--checkpoint", ck, "--weights-dtype", "int32"], "--weights-dtype: 'int32' is not a dtype the VAE runs in"),
         (["decode", str(latents), "-o", out, "--checkpoint", ck, "--tile-size", "12"], "--tile-size 12 must be a positive multiple of the VAE's spatial factor 8"),
         (["decode", str(latents), "-o", out, "--checkpoint", ck, "--tile-size", "16", "--tile-overlap", "16"], "must be smaller than --tile-size"),
         (["decode", str(latents), "-o", out, "--checkpoint", ck, "--tile-overlap", "8"], "need --tile-size"),
@@ -287,7 +287,7 @@ def test_encode_errors(files, capsys, tmp_path, no_model_load):
         (["encode", v11, "-o", out, *base, "--frames", "13"], "--frames 13 but"),
         (["encode", v9, "-o", out, "--vae", "wan2.2", "--checkpoint", str(files["ckpt"])], "holds a Wan 2.1 VAE"),
         (["encode", v9, "-o", out, "--vae", "wan2.1", "--checkpoint", str(files["ckpt22"])], "pass --vae wan2.2"),
-        (["encode", v9, "-o", out, *base, "--dtype", "int8"], "unknown dtype 'int8'"),
+        (["encode", v9, "-o", out, *base, "--dtype", "int8"], "'int8' is not a dtype the VAE runs in"),
         (["encode", v9, "-o", str(tmp_path / "z.bin"), *base], "must end in .safetensors or .pt"),
         (["encode", v9, "-o", str(garbage / "z.safetensors"), *base], "output path not writable"),
         (["encode", v9, "-o", out, *base, "--tile-size", "64", "--tile-overlap", "4"], "--tile-overlap 4 must be a non-negative multiple"),

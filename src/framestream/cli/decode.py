@@ -11,7 +11,8 @@ H.264 yuv420p), a folder (``frames/``) of PNG frames, ``.npy`` (uint8 ``T,H,W,3`
 ``.safetensors`` (uint8 tensor ``frames``); ``--format`` overrides. Latents marked
 normalised (the default) are un-normalised with the VAE's statistics first.
 Everything is checked (files, latent channels vs. VAE, checkpoint version, output
-path, dtypes, tile sizes) before the model is loaded.
+path, free space, dtypes, tile sizes) before the model is loaded. The output appears
+whole or not at all; an existing one is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "run", "add_model_arguments", "add_tiling_arguments", "report"]
+__all__ = ["register", "run", "add_model_arguments", "add_overwrite_argument", "add_tiling_arguments", "report"]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, vae_required: bool = True) -> None:
@@ -44,9 +45,33 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, vae_required: bool =
     parser.add_argument("--json", action="store_true", help="print a JSON summary (frames, seconds, peak memory, output) on stdout")
 
 
-def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
+def parse_tile_size(text: str) -> int | str:
+    """``--tile-size``: pixels, or ``auto``."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a size in pixels or 'auto', got {text!r}") from None
+
+
+def add_tiling_arguments(parser: argparse.ArgumentParser, *, auto: bool = False) -> None:
     group = parser.add_argument_group("tiling (exact: same result as untiled, less memory)")
-    group.add_argument("--tile-size", type=int, default=None, help="largest tile side in pixels (owned region), a multiple of 8 (wan2.1) / 16 (wan2.2); default: no tiling")
+    group.add_argument(
+        "--tile-size",
+        type=parse_tile_size if auto else int,
+        default=None,
+        help="largest tile side in pixels (owned region), a multiple of 8 (wan2.1) / 16 (wan2.2)"
+        + ("; 'auto': the largest tile and tile batch whose estimated peak fits --memory-budget" if auto else "")
+        + "; default: no tiling",
+    )
+    if auto:
+        group.add_argument(
+            "--memory-budget",
+            default=None,
+            help="memory for --tile-size auto, e.g. 8GiB or 512MiB (default: 90%% of the free CUDA memory, 8GiB on CPU); "
+            "the weights come on top",
+        )
     group.add_argument("--tile-overlap", type=int, default=None, help="validated but unused by the exact tiler, which derives each tile's halo from the model")
     group.add_argument("--tile-batch-size", type=int, default=None, help="tiles run in one batched call (default: 1)")
     group.add_argument(
@@ -57,6 +82,21 @@ def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
         "batch over the whole clip with one batch's caches alive at a time (lowest memory; decode writes "
         "frames at the end)",
     )
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output (default: refuse)")
+
+
+def warn_about_halo(vae, kind: str, size_hw: tuple[int, int], tiling) -> None:
+    """The one-line halo warning of :func:`framestream.jobs.tiling.halo_warning`, if any."""
+    import warnings
+
+    from framestream.jobs.tiling import halo_warning
+
+    message = halo_warning(vae, kind, size_hw, tiling)
+    if message:
+        warnings.warn(message, stacklevel=2)
 
 
 def report(args: argparse.Namespace, summary: dict[str, Any], line: str) -> None:
@@ -77,76 +117,97 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("latents", help="latent file (.safetensors or .pt) written by framestream encode or save_latents")
     parser.add_argument("-o", "--output", required=True, help="output: out.mp4, a folder for PNG frames (frames/), out.npy or out.safetensors")
     parser.add_argument("--format", choices=("mp4", "png", "npy", "safetensors"), default=None, help="output format (default: from the output path)")
+    add_overwrite_argument(parser)
     add_model_arguments(parser, vae_required=False)
-    add_tiling_arguments(parser)
+    add_tiling_arguments(parser, auto=True)
     parser.add_argument("--fps", type=float, default=None, help="frame rate (default: the latent file's, else 16)")
     parser.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 (lossless) .. 51 (default: 18)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    import dataclasses
 
-    from framestream import vae_runner as vr
+    from framestream import jobs
     from framestream.io.latents import load_latents
+    from framestream.jobs.tiling import auto_decode_tiling, default_memory_budget
+    from framestream.utils.units import parse_bytes
 
-    # Cheap checks first, in the order a user fixes them.
-    fmt = vr.output_format(args.output, args.format)
+    # Cheap checks first, in the order a user fixes them; nothing heavy runs before all pass.
+    fmt = jobs.output_format(args.output, args.format)
     output = Path(args.output)
-    dtype = vr.parse_float_dtype(args.dtype, "--dtype")
-    weights_dtype = vr.parse_float_dtype(args.weights_dtype, "--weights-dtype") if args.weights_dtype else dtype
-    vr.check_chunk(args.chunk)
+    dtype = jobs.parse_float_dtype(args.dtype, "--dtype")
+    weights_dtype = jobs.parse_float_dtype(args.weights_dtype, "--weights-dtype") if args.weights_dtype else dtype
+    jobs.check_chunk(args.chunk)
     if args.fps is not None and args.fps <= 0:
         raise ValueError(f"--fps must be > 0, got {args.fps}")
     if not 0 <= args.crf <= 51:
         raise ValueError(f"--crf must be in [0, 51], got {args.crf}")
-    device = vr.resolve_device(args.device)
-    vr.check_output(output, fmt)
+    device = jobs.resolve_device(args.device)
+    auto = args.tile_size == "auto"
+    if args.memory_budget is not None and not auto:
+        raise ValueError("--memory-budget needs --tile-size auto")
+    budget = parse_bytes(args.memory_budget, "--memory-budget") if args.memory_budget is not None else None
+    if auto and args.tile_batch_size is not None:
+        raise ValueError("--tile-size auto chooses the tile batch too; drop --tile-batch-size")
+    jobs.check_output(output, fmt)
     z, meta = load_latents(args.latents)
     if args.vae is None:
         if meta.vae is None:
             raise ValueError(f"{args.latents} does not say which VAE made it; pass --vae wan2.1 or --vae wan2.2")
         args.vae = meta.vae
-    version = vr.vae_version(args.vae)
-    vr.check_latents(z, meta, version, args.latents)
-    tiling = vr.make_tiling(args.tile_size, args.tile_overlap, args.tile_batch_size, vr.SPATIAL_FACTOR[version])
-    if args.tile_order == "tile" and tiling is None:
+    version = jobs.vae_version(args.vae)
+    jobs.check_latents(z, meta, version, args.latents)
+    factor = jobs.SPATIAL_FACTOR[version]
+    tiling = None if auto else jobs.make_tiling(args.tile_size, args.tile_overlap, args.tile_batch_size, factor)
+    if args.tile_order == "tile" and tiling is None and not auto:
         raise ValueError("--tile-order tile needs --tile-size")
-    fps = args.fps or meta.fps or 16.0
-
-    memory = vr.PeakMemory(device)
-    vae = vr.load_vae(args.checkpoint, version, weights_dtype=weights_dtype, device=device, include_decoder=True)
-    z = z.to(device=device, dtype=torch.float32)
-    if meta.normalized:
-        z = vae.denormalize_latents(z)
-    z = z.to(dtype)
-    total = vr.decoded_frames(z.shape[2])
-    height, width = z.shape[3] * vr.SPATIAL_FACTOR[version], z.shape[4] * vr.SPATIAL_FACTOR[version]
-    sink = vr.open_sink(
-        output,
-        fmt,
-        total_frames=total,
-        fps=fps,
+    options = jobs.DecodeOptions(
+        version=version,
+        dtype=dtype,
+        weights_dtype=weights_dtype,
+        chunk_size=args.chunk,
+        tiling=tiling,
+        tile_order=args.tile_order,
+        device=device,
         crf=args.crf,
         threads=1 if device.type == "cpu" else None,
-        metadata={"vae": vr.vae_name(version), "fps": fps, "source": args.latents},
+        overwrite=args.overwrite,
     )
-    frames = vr.decode_to_sink(vae, z, sink, chunk_size=args.chunk, tiling=tiling, tile_order=args.tile_order)
+    item = jobs.DecodeItem(source=Path(args.latents), output=output, format=fmt, fps=args.fps)
+    jobs.check_decode_output(item, options, tuple(z.shape))
+    jobs.check_checkpoint(args.checkpoint, version, need_decoder=True)  # headers only
+
+    memory = jobs.PeakMemory(device)
+    vae = options.load_vae(args.checkpoint)
+    if auto:
+        budget = budget if budget is not None else default_memory_budget(device)
+        tiling = auto_decode_tiling(vae, tuple(z.shape), budget, dtype=dtype, chunk_size=args.chunk, order=args.tile_order)
+        options = dataclasses.replace(options, tiling=tiling, tile_order=args.tile_order if tiling else "frame")
+    else:
+        warn_about_halo(vae, "decode", (z.shape[3], z.shape[4]), tiling)
+    result = jobs.decode_one(item, vae, options, latents=(z, meta))
     summary = memory.summary(
         command="decode",
-        output=str(output),
-        format=fmt,
-        frames=frames,
-        height=height,
-        width=width,
-        fps=fps,
-        vae=vr.vae_name(version),
+        output=str(result.output),
+        format=result.format,
+        frames=result.frames,
+        height=result.height,
+        width=result.width,
+        fps=result.fps,
+        vae=jobs.vae_name(version),
+        dtype=str(dtype).removeprefix("torch."),
+        weights_dtype=str(weights_dtype).removeprefix("torch."),
         tiled=tiling is not None,
+        tile_size=tiling.tile_size_px if tiling is not None else None,
+        tile_batch_size=tiling.tile_batch_size if tiling is not None else None,
     )
+    tiles = f", tiles {tiling.tile_size_px} px x{tiling.tile_batch_size}" if tiling is not None else ""
     report(
         args,
         summary,
-        f"wrote {frames} frames ({width}x{height}, {fps:g} fps, {fmt}) to {output} in {summary['seconds']:.1f} s; "
-        f"peak memory {vr.human_bytes(summary['peak_memory_bytes'])} ({summary['peak_memory_kind']})",
+        f"wrote {result.frames} frames ({result.width}x{result.height}, {result.fps:g} fps, {result.format}) to "
+        f"{result.output} in {summary['seconds']:.1f} s ({summary['dtype']} compute{tiles}); "
+        f"peak memory {jobs.human_bytes(summary['peak_memory_bytes'])} ({summary['peak_memory_kind']})",
     )
     return 0

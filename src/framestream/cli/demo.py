@@ -31,9 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(e.g. --diffusion-model.scheduler.shift 3 --diffusion-model.seed 7).",
     )
     parser.add_argument("--steps", type=int, default=8, help="autoregressive steps (chunks) to generate (default: 8)")
-    parser.add_argument("--output", type=Path, default=Path("outputs/demo.mp4"), help="output video (default: outputs/demo.mp4)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("outputs/demo.mp4"), help="output video (default: outputs/demo.mp4)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output (default: refuse)")
     parser.add_argument("--fps", type=float, default=16.0, help="frame rate of the output video (default: 16)")
-    parser.add_argument("--device", default="cpu", help="torch device to run on (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu, cuda, cuda:1 (default: cpu)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -56,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from framestream.config import apply_overrides, derive_config
+    from framestream.io.atomic import check_new_output, check_writable
     from framestream.io.video import StreamingVideoWriter
+    from framestream.jobs.checks import resolve_device
     from framestream.models.demo import demo_pipeline_config
     from framestream.pipeline import profile_table
 
@@ -64,13 +67,19 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    console = Console()  # results (table, summary) on stdout
-    Console(stderr=True).print(f"[bold yellow]{RANDOM_WEIGHTS_NOTICE}[/]")
+    if args.fps <= 0:
+        raise ValueError(f"--fps must be > 0, got {args.fps}")
+    if not args.output.suffix:
+        raise ValueError(f"-o {args.output}: the demo writes a video; give a file name such as demo.mp4")
+    device = resolve_device(args.device)
+    check_writable(args.output)
+    check_new_output(args.output, args.overwrite)
+    console = Console()  # the notice, results (table, summary) on stdout; stderr stays for errors
+    console.print(f"[bold yellow]{RANDOM_WEIGHTS_NOTICE}[/]")
 
     config = apply_overrides(demo_pipeline_config(), list(getattr(args, "overrides", []) or []))
     # The demo always collects stage timings: on CPU that costs nothing, on GPU one sync per step.
     config = derive_config(config, enable_sync_and_profile=True)
-    device = torch.device(args.device)
     pipeline = config.setup().to(device).eval()
 
     decoder = pipeline.decoder
@@ -88,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as stack:
             writer = stack.enter_context(StreamingVideoWriter(args.output, fps=args.fps, threads=args.threads))
             stack.enter_context(logging_redirect_tqdm())
-            bar = stack.enter_context(tqdm(total=total_frames, unit="frame", desc="demo", dynamic_ncols=True))
+            bar = stack.enter_context(tqdm(total=total_frames, unit="frame", desc="demo", dynamic_ncols=True, disable=None))
             for chunk in pipeline.rollout(args.steps, cache=cache):
                 writer.write(chunk)
                 bar.update(chunk.shape[2])

@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from framestream.cli.decode import add_model_arguments, add_tiling_arguments, report
+from framestream.cli.decode import add_model_arguments, add_overwrite_argument, add_tiling_arguments, report, warn_about_halo
 
-__all__ = ["register", "run", "add_video_arguments", "EncodeOptions", "encode_options"]
+__all__ = ["register", "run", "add_video_arguments", "encode_options"]
 
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,52 +33,44 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     count.add_argument("--trim-frames", action="store_true", help="encode the largest 1 + 4k frames the video has")
 
 
-class EncodeOptions:
-    """Parsed, checked options shared by encode and encode-dataset."""
+def encode_options(args: argparse.Namespace, *, local_rank: int = 0, progress: bool = True):
+    """Checked :class:`framestream.jobs.EncodeOptions` from the options shared by encode and encode-dataset."""
+    from framestream import jobs
 
-    def __init__(self, args: argparse.Namespace, *, local_rank: int = 0) -> None:
-        from framestream import vae_runner as vr
-
-        if args.vae is None:
-            raise ValueError("--vae is required (wan2.1 or wan2.2)")
-        self.version = vr.vae_version(args.vae)
-        self.dtype = vr.parse_float_dtype(args.dtype, "--dtype")
-        self.weights_dtype = vr.parse_float_dtype(args.weights_dtype, "--weights-dtype") if args.weights_dtype else self.dtype
-        self.chunk = vr.check_chunk(args.chunk)
-        self.resize = vr.parse_size(args.resize, "--resize") if args.resize else None
-        self.crop = vr.parse_size(args.crop, "--crop") if args.crop else None
-        factor = vr.SPATIAL_FACTOR[self.version]
-        for option, size in (("--resize", self.resize), ("--crop", self.crop)):
-            if size is not None and (size[0] % factor or size[1] % factor):
-                raise ValueError(
-                    f"{option} {size[0]}x{size[1]} is not divisible by {factor}, the spatial factor of {args.vae}; "
-                    f"e.g. {option} {max(factor, size[0] // factor * factor)}x{max(factor, size[1] // factor * factor)}"
-                )
-        self.frames = args.frames
-        if self.frames is not None and (self.frames < 1 or (self.frames - 1) % 4):
-            raise ValueError(f"--frames {self.frames}: the VAE takes 1 + 4k frames (e.g. 1, 5, 9, ..., 81)")
-        self.trim_frames = args.trim_frames
-        self.tiling = vr.make_tiling(args.tile_size, args.tile_overlap, args.tile_batch_size, factor)
-        self.tile_order = args.tile_order
-        if self.tile_order == "tile" and self.tiling is None:
-            raise ValueError("--tile-order tile needs --tile-size")
-        self.device = vr.resolve_device(args.device, local_rank)
-
-    def plan(self, source: str | Path):
-        from framestream import vae_runner as vr
-
-        return vr.plan_encode(
-            source, self.version, resize=self.resize, crop=self.crop, frames=self.frames, trim_frames=self.trim_frames
-        )
-
-    def load_vae(self, checkpoint: str):
-        from framestream import vae_runner as vr
-
-        return vr.load_vae(checkpoint, self.version, weights_dtype=self.weights_dtype, device=self.device, include_encoder=True)
-
-
-def encode_options(args: argparse.Namespace, *, local_rank: int = 0) -> EncodeOptions:
-    return EncodeOptions(args, local_rank=local_rank)
+    if args.vae is None:
+        raise ValueError("--vae is required (wan2.1 or wan2.2)")
+    version = jobs.vae_version(args.vae)
+    dtype = jobs.parse_float_dtype(args.dtype, "--dtype")
+    weights_dtype = jobs.parse_float_dtype(args.weights_dtype, "--weights-dtype") if args.weights_dtype else None
+    chunk = jobs.check_chunk(args.chunk)
+    resize = jobs.parse_size(args.resize, "--resize") if args.resize else None
+    crop = jobs.parse_size(args.crop, "--crop") if args.crop else None
+    factor = jobs.SPATIAL_FACTOR[version]
+    for option, size in (("--resize", resize), ("--crop", crop)):
+        if size is not None and (size[0] % factor or size[1] % factor):
+            raise ValueError(
+                f"{option} {size[0]}x{size[1]} is not divisible by {factor}, the spatial factor of {args.vae}; "
+                f"e.g. {option} {max(factor, size[0] // factor * factor)}x{max(factor, size[1] // factor * factor)}"
+            )
+    if args.frames is not None and (args.frames < 1 or (args.frames - 1) % 4):
+        raise ValueError(f"--frames {args.frames}: the VAE takes 1 + 4k frames (e.g. 1, 5, 9, ..., 81)")
+    tiling = jobs.make_tiling(args.tile_size, args.tile_overlap, args.tile_batch_size, factor)
+    if args.tile_order == "tile" and tiling is None:
+        raise ValueError("--tile-order tile needs --tile-size")
+    return jobs.EncodeOptions(
+        version=version,
+        dtype=dtype,
+        weights_dtype=weights_dtype,
+        chunk_size=chunk,
+        tiling=tiling,
+        tile_order=args.tile_order,
+        device=jobs.resolve_device(args.device, local_rank),
+        resize=resize,
+        crop=crop,
+        frames=args.frames,
+        trim_frames=args.trim_frames,
+        progress=progress,
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -90,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("video", help="input video (anything PyAV reads)")
     parser.add_argument("-o", "--output", required=True, help="latent file to write (.safetensors or .pt)")
+    add_overwrite_argument(parser)
     add_model_arguments(parser)
     add_video_arguments(parser)
     add_tiling_arguments(parser)
@@ -97,48 +90,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from framestream import vae_runner as vr
-    from framestream.io.atomic import check_writable
+    import dataclasses
 
-    options = encode_options(args)
-    output = Path(args.output)
-    if output.suffix not in (".safetensors", ".pt", ".pth"):
-        raise ValueError(f"latent file must end in .safetensors or .pt, got {output.name!r}")
-    check_writable(output)
-    vr.check_checkpoint(args.checkpoint, options.version, need_encoder=True)  # headers only
+    from framestream import jobs
+
+    options = dataclasses.replace(encode_options(args), overwrite=args.overwrite)
+    item = jobs.EncodeItem(source=Path(args.video), output=Path(args.output))
+    jobs.check_encode_output(item, options)
+    jobs.check_checkpoint(args.checkpoint, options.version, need_encoder=True)  # headers only
     plan = options.plan(args.video)
+    jobs.check_encode_output(item, options, plan)  # free space, now that the size is known
 
-    memory = vr.PeakMemory(options.device)
+    memory = jobs.PeakMemory(options.device)
     vae = options.load_vae(args.checkpoint)
-    z = vr.encode_to_file(
-        vae,
-        plan,
-        output,
-        options.version,
-        chunk_size=options.chunk,
-        tiling=options.tiling,
-        tile_order=options.tile_order,
-        device=options.device,
-        dtype=options.dtype,
-    )
-    height, width = plan.size
+    warn_about_halo(vae, "encode", plan.size, options.tiling)
+    result = jobs.encode_one(item, vae, options, plan=plan)
+    height, width = result.size
     summary = memory.summary(
         command="encode",
-        output=str(output),
-        source=str(plan.source),
-        frames=plan.frames,
+        output=str(result.output),
+        source=str(result.source),
+        frames=result.frames,
         height=height,
         width=width,
-        fps=plan.fps,
-        latent_shape=list(z.shape),
-        vae=vr.vae_name(options.version),
+        fps=result.fps,
+        latent_shape=list(result.latent_shape),
+        vae=jobs.vae_name(options.version),
+        dtype=str(options.dtype).removeprefix("torch."),
         tiled=options.tiling is not None,
     )
     report(
         args,
         summary,
-        f"encoded {plan.frames} frames ({width}x{height}) of {plan.source} to {output} "
-        f"(latents {tuple(z.shape)}) in {summary['seconds']:.1f} s; "
-        f"peak memory {vr.human_bytes(summary['peak_memory_bytes'])} ({summary['peak_memory_kind']})",
+        f"encoded {result.frames} frames ({width}x{height}) of {result.source} to {result.output} "
+        f"(latents {result.latent_shape}, {summary['dtype']} compute) in {summary['seconds']:.1f} s; "
+        f"peak memory {jobs.human_bytes(summary['peak_memory_bytes'])} ({summary['peak_memory_kind']})",
     )
     return 0

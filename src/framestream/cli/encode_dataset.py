@@ -43,39 +43,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from framestream import vae_runner as vr
+    from framestream import jobs
     from framestream.io.atomic import check_writable
-    from framestream.io.dataset import distributed_slot, list_dataset_items, run_dataset_job
+    from framestream.io.dataset import distributed_slot, list_dataset_items
 
     slot = distributed_slot()
-    options = encode_options(args, local_rank=slot.local_rank)
+    options = encode_options(args, local_rank=slot.local_rank, progress=False)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise PermissionError(f"output path not writable: {out_dir} exists and is not a directory")
     report_path = out_dir / f"report-rank{slot.rank}.json"
     check_writable(report_path)
-    vr.check_checkpoint(args.checkpoint, options.version, need_encoder=True)  # headers only
+    jobs.check_checkpoint(args.checkpoint, options.version, need_encoder=True)  # headers only
     items = list_dataset_items(args.input, out_dir, output_suffix=f".{args.format}")
 
-    memory = vr.PeakMemory(options.device)
+    memory = jobs.PeakMemory(options.device)
     vae = options.load_vae(args.checkpoint)  # once per process
-
-    def process(item) -> None:
-        plan = options.plan(item.source)
-        vr.encode_to_file(
-            vae,
-            plan,
-            item.output,
-            options.version,
-            chunk_size=options.chunk,
-            tiling=options.tiling,
-            tile_order=options.tile_order,
-            device=options.device,
-            dtype=options.dtype,
-            progress=False,
-        )
-
-    result = run_dataset_job(items, process, report_path, slot)
+    result = jobs.encode_dataset(items, vae, options, report_path, slot)
     summary = memory.summary(
         command="encode-dataset",
         output=str(out_dir),

@@ -40,10 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "for -tiny recipes: optional small UMT5 + tokenizer folder",
     )
     parser.add_argument("-o", "--output", type=Path, default=Path("outputs/wan.mp4"), help="output video (default: outputs/wan.mp4)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output (default: refuse)")
     parser.add_argument("--num-blocks", type=int, default=None, help="AR blocks to generate (causal recipes; default: 7)")
     parser.add_argument("--seed", type=int, default=None, help="noise seed (default: the recipe's, 0)")
     parser.add_argument("--fps", type=float, default=16.0, help="output frame rate (default: 16)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     parser.add_argument(
         "--decoder", choices=("wan-vae", "taehv"), default="wan-vae",
         help="latent decoder: the full Wan VAE (default) or the tiny TAEHV (taew2_1.pth in --checkpoint-dir "
@@ -80,13 +81,24 @@ def run(args: argparse.Namespace) -> int:
     tiny = args.recipe in TINY_RECIPES
     if args.checkpoint_dir is None and not tiny:
         raise ValueError(
-            f"{args.recipe} needs --checkpoint-dir (the Wan weights; e.g. huggingface-cli download "
+            f"{args.recipe} needs --checkpoint-dir (the Wan weights; e.g. hf download "
             "Wan-AI/Wan2.1-T2V-1.3B --local-dir DIR"
             + (", and gdhe17/Self-Forcing checkpoints/self_forcing_dmd.pt" if "self-forcing" in args.recipe else "")
             + ")"
         )
     if not args.prompt and not args.print_config:
         raise ValueError("--prompt is required")
+    if not args.print_config:
+        from framestream.io.atomic import check_new_output, check_writable
+        from framestream.jobs.checks import resolve_device
+
+        if args.fps <= 0:
+            raise ValueError(f"--fps must be > 0, got {args.fps}")
+        if not args.output.suffix:
+            raise ValueError(f"-o {args.output}: generate writes a video; give a file name such as out.mp4")
+        resolve_device(args.device)
+        check_writable(args.output)
+        check_new_output(args.output, args.overwrite)
 
     # Resolves (and checks) every weight file before anything is built.
     config = RECIPES[args.recipe](args.checkpoint_dir)

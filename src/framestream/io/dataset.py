@@ -9,6 +9,7 @@ each rank takes its own slice of the sorted input list.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import os
@@ -139,40 +140,49 @@ def run_dataset_job(
     report_path: str | Path,
     slot: DistributedSlot | None = None,
     progress: bool = True,
+    verify: Callable[[Path], str | None] | None = None,
 ) -> DatasetReport:
-    """Run ``process(item)`` for this rank's items whose output does not exist yet.
+    """Run ``process(item)`` for this rank's items whose output is not finished yet.
 
     ``process`` must create ``item.output`` atomically (with :func:`atomic_path`;
     :func:`framestream.io.latents.save_latents` does), so an existing output is a
-    finished one. Leftovers of a killed earlier attempt are removed before an item
-    is retried. The report is rewritten after every item, so it is current even if
-    the job is killed.
+    finished one; ``verify(output)`` (``None`` when readable, else why not) is asked
+    before one is skipped, and an unreadable output (0 bytes, cut short) is redone.
+    Leftovers of a killed earlier attempt are removed before an item is retried. The
+    report is rewritten after every item, so it is current even if the job is killed.
+    Warnings are printed above the progress bar, not into it.
     """
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     slot = slot or DistributedSlot()
     report_path = Path(report_path)
     mine = list(items)[slot.rank :: slot.world_size]
     report = DatasetReport(rank=slot.rank, world_size=slot.world_size)
     start = time.perf_counter()
-    bar = tqdm(mine, desc=f"encode-dataset[rank {slot.rank}]", unit="video", disable=not progress)
-    for item in bar:
-        if item.output.exists():
-            report.skipped.append(str(item.source))
-            continue
-        remove_stale_partials(item.output)
-        try:
-            process(item)
-            if not item.output.exists():
-                raise RuntimeError(f"processing {item.source} returned without writing {item.output}")
-            report.done.append(str(item.source))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as err:  # one bad video must not stop the batch
-            logger.warning("failed on %s: %s", item.source, err)
-            report.failed.append(
-                {"source": str(item.source), "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
-            )
-        report.seconds = time.perf_counter() - start
-        report.write(report_path)
+    bar = tqdm(mine, desc=f"encode-dataset[rank {slot.rank}]", unit="video", disable=None if progress else True)
+    with logging_redirect_tqdm(), bar:
+        for item in bar:
+            if item.output.exists():
+                problem = verify(item.output) if verify is not None else None
+                if problem is None:
+                    report.skipped.append(str(item.source))
+                    continue
+                logger.warning("redoing %s: the existing output is not readable (%s)", item.output, problem)
+            remove_stale_partials(item.output)
+            try:
+                process(item)
+                if not item.output.exists():
+                    raise RuntimeError(f"processing {item.source} returned without writing {item.output}")
+                report.done.append(str(item.source))
+            except Exception as err:  # one bad video must not stop the batch (interrupts do)
+                if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                    raise  # every later item would fail the same way
+                logger.warning("failed on %s: %s", item.source, err)
+                report.failed.append(
+                    {"source": str(item.source), "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+                )
+            report.seconds = time.perf_counter() - start
+            report.write(report_path)
     report.seconds = time.perf_counter() - start
     report.write(report_path)
     return report

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
-from framestream.io.atomic import atomic_path
+from framestream.io.atomic import as_disk_full, atomic_path
 from framestream.io.transfer import frames_to_uint8
 
 __all__ = [
@@ -265,7 +265,7 @@ class StreamingVideoWriter:
         except BaseException as err:
             # The encoder or the disk failed: the file cannot be completed, so discard it now.
             self.abort(type(err), err, err.__traceback__)
-            raise
+            _raise_named(err, self.path)
 
     def close(self) -> Path:
         """Flush the encoder, finish the file and move it into place; returns the output path."""
@@ -279,9 +279,13 @@ class StreamingVideoWriter:
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
         except BaseException as err:
-            stack.__exit__(type(err), err, err.__traceback__)
-            raise
-        stack.close()  # closes the container and file, then renames the temporary file into place
+            with contextlib.suppress(BaseException):
+                stack.__exit__(type(err), err, err.__traceback__)
+            _raise_named(err, self.path)
+        try:
+            stack.close()  # closes the container and file, then renames the temporary file into place
+        except BaseException as err:
+            _raise_named(err, self.path)
         return self.path
 
     def abort(self, exc_type: Any = None, exc: Any = None, tb: Any = None) -> None:
@@ -299,6 +303,14 @@ class StreamingVideoWriter:
             stack.__exit__(exc_type, exc, tb)
 
 
+def _raise_named(err: BaseException, path: Path) -> NoReturn:
+    """Re-raise ``err``; a full disk as :class:`DiskFullError` naming the output."""
+    converted = as_disk_full(err, path)
+    if converted is err:
+        raise err
+    raise converted from err
+
+
 def iter_video_frames(path: str | Path, chunk_size: int = 16) -> Iterator[torch.Tensor]:
     """Yield a video's frames as uint8 ``(t, H, W, 3)`` RGB tensors of up to ``chunk_size`` frames."""
     import av
@@ -308,17 +320,20 @@ def iter_video_frames(path: str | Path, chunk_size: int = 16) -> Iterator[torch.
         raise FileNotFoundError(f"video file not found: {path}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError(f"{path} has no video stream")
-        buffer: list[np.ndarray] = []
-        for frame in container.decode(video=0):
-            buffer.append(frame.to_ndarray(format="rgb24"))
-            if len(buffer) == chunk_size:
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream")
+            buffer: list[np.ndarray] = []
+            for frame in container.decode(video=0):
+                buffer.append(frame.to_ndarray(format="rgb24"))
+                if len(buffer) == chunk_size:
+                    yield torch.from_numpy(np.stack(buffer))
+                    buffer = []
+            if buffer:
                 yield torch.from_numpy(np.stack(buffer))
-                buffer = []
-        if buffer:
-            yield torch.from_numpy(np.stack(buffer))
+    except av.error.FFmpegError as err:  # a damaged or cut file: say which
+        raise ValueError(f"cannot read video {path}: {err}") from None
 
 
 def video_fps(path: str | Path) -> float:

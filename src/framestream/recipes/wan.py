@@ -86,9 +86,9 @@ class WanFiles:
 _WAN_ROOTS = ("", "Wan2.1-T2V-1.3B", "Wan2.1-T2V-1.3B-Diffusers", "Wan2.1_T2V_1.3B", "wan_models/Wan2.1-T2V-1.3B")
 
 _DOWNLOAD_HELP = """get them from Hugging Face, e.g.:
-  huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B --local-dir {dir}
-  (or the diffusers layout: huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B-Diffusers --local-dir {dir})"""
-_SF_DOWNLOAD_HELP = """  huggingface-cli download gdhe17/Self-Forcing checkpoints/self_forcing_dmd.pt --local-dir {dir}"""
+  hf download Wan-AI/Wan2.1-T2V-1.3B --local-dir {dir}
+  (or the diffusers layout: hf download Wan-AI/Wan2.1-T2V-1.3B-Diffusers --local-dir {dir})"""
+_SF_DOWNLOAD_HELP = """  hf download gdhe17/Self-Forcing checkpoints/self_forcing_dmd.pt --local-dir {dir}"""
 
 
 def _roots(checkpoint_dir: Path) -> list[Path]:

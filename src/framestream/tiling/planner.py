@@ -100,7 +100,12 @@ class TilingConfig(PrintableConfig):
             if o < 0:
                 raise ValueError(f"tile_overlap_px must be >= 0, got {self.tile_overlap_px!r}")
             if o >= t:
-                raise ValueError(f"tile_overlap_px ({self.tile_overlap_px!r}) must be smaller than tile_size_px ({self.tile_size_px!r})")
+                default = " (the default)" if self.tile_overlap_px == 64 else ""
+                raise ValueError(
+                    f"tile_overlap_px ({self.tile_overlap_px!r}{default}) must be smaller than tile_size_px "
+                    f"({self.tile_size_px!r}); pass a smaller tile_overlap_px (the exact Wan tiler ignores it: "
+                    "tile_overlap_px=0 is fine there)"
+                )
         if self.min_tile_px is not None:
             minimum = _pair(self.min_tile_px, "min_tile_px")
             for m, t in zip(minimum, tile):
@@ -131,6 +136,10 @@ class TilingConfig(PrintableConfig):
         def units(value: int | tuple[int, int], name: str) -> tuple[int, int]:
             pair = _pair(value, name)
             for v in pair:
+                if name == "tile_size_px" and 0 < v < spatial_scale:
+                    raise ValueError(
+                        f"{name}={value!r} is smaller than one latent cell ({spatial_scale} px); use a multiple of {spatial_scale}"
+                    )
                 if v % spatial_scale:
                     raise ValueError(f"{name}={value!r} is not a multiple of the spatial scale {spatial_scale}")
             return (pair[0] // spatial_scale, pair[1] // spatial_scale)

@@ -83,7 +83,10 @@ class WanVAE(nn.Module):
 
     Works on the meta device (``with torch.device("meta"): WanVAE(arch)``). The
     compute dtype is the dtype of the input; weights stored in another dtype are cast
-    on use.
+    on use. So fp32 latents given to a VAE with bf16 weights compute (and return) fp32,
+    with the weights up-cast per call; for bf16 compute, cast the input first
+    (``z.to(torch.bfloat16)``). ``framestream decode/encode`` do that cast explicitly with
+    ``--dtype`` (compute) and ``--weights-dtype`` (storage), and report the compute dtype.
     """
 
     def __init__(self, arch: WanVAEArchConfig, include_encoder: bool = True, include_decoder: bool = True) -> None:

@@ -1,0 +1,106 @@
+"""Tile settings of a job: ``--tile-size auto`` from a memory budget, and a warning when halos cost too much.
+
+The exact tiler (:mod:`framestream.tiling.wan_exact`) recomputes a context halo around
+every tile; small tiles spend most of their work on halos (a 72 px tile on a 248x256
+clip decodes 4x slower than no tiling). :func:`tiling_work_ratio` measures that from
+the plan, and :func:`halo_warning` words it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from framestream.tiling.planner import TilingConfig
+
+__all__ = ["HALO_WARNING_RATIO", "auto_decode_tiling", "default_memory_budget", "halo_warning", "tiling_work_ratio"]
+
+HALO_WARNING_RATIO = 2.0
+"""Warn when the tiled job computes at least this many times the cells of an untiled one."""
+CPU_MEMORY_BUDGET = 8 * 1024**3
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """``--memory-budget`` default: 90% of the free memory of a CUDA device, else 8 GiB."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.9)
+    return CPU_MEMORY_BUDGET
+
+
+def tiling_work_ratio(plan: Any, whole: Any) -> float:
+    """Cells computed by ``plan``'s tiles over those of the one-tile plan ``whole``, averaged over stages.
+
+    Each stage (the input and every block's output) counts alike: in the Wan VAE the
+    channels shrink as the resolution grows, so every stage costs about the same.
+    """
+    ratios = []
+    for k in range(len(whole.rows[0].sizes())):
+        full = whole.rows[0].sizes()[k] * whole.cols[0].sizes()[k]
+        tiled = sum(r.sizes()[k] for r in plan.rows) * sum(c.sizes()[k] for c in plan.cols)
+        ratios.append(tiled / full)
+    return sum(ratios) / len(ratios)
+
+
+def halo_warning(vae: Any, kind: str, size_hw: tuple[int, int], tiling: TilingConfig | None) -> str | None:
+    """A one-line warning when ``tiling`` makes a ``kind`` (``"decode"``/``"encode"``) job do much more work.
+
+    ``size_hw``: latent cells for decode, pixels for encode. ``None`` when the halo costs
+    less than :data:`HALO_WARNING_RATIO` (or without tiling).
+    """
+    if tiling is None:
+        return None
+    from framestream.tiling import wan_exact
+
+    plan_for = wan_exact.plan_exact_decode if kind == "decode" else wan_exact.plan_exact_encode
+    s = vae.arch.scale_factor_spatial
+    px = max(size_hw) * (s if kind == "decode" else 1)
+    whole = plan_for(vae, size_hw, TilingConfig(tile_size_px=px, tile_overlap_px=0))
+    plan = plan_for(vae, size_hw, tiling)
+    if len(plan) <= 1:
+        return None
+    ratio = tiling_work_ratio(plan, whole)
+    if ratio < HALO_WARNING_RATIO:
+        return None
+    halo = max(max(a.halo) for a in (*plan.rows, *plan.cols)) * (s if kind == "decode" else 1)
+    return (
+        f"--tile-size {tiling.tile_size_px}: every tile recomputes a halo of up to {halo} px, so this {kind} does about "
+        f"{ratio:.1f}x the work of an untiled one; a larger --tile-size is faster"
+        + (" (--tile-size auto picks the largest that fits --memory-budget)" if kind == "decode" else "")
+    )
+
+
+def auto_decode_tiling(
+    vae: Any,
+    latent_shape: tuple[int, ...],
+    budget_bytes: int,
+    *,
+    dtype: torch.dtype,
+    chunk_size: int,
+    order: str = "frame",
+) -> TilingConfig | None:
+    """The largest exact tile (then tile batch) whose estimated peak fits ``budget_bytes``; ``None``: untiled fits.
+
+    Uses :func:`framestream.tiling.wan_budget.choose_exact_tiling`; a budget that no tiling
+    fits raises ``ValueError`` with the leanest estimate.
+    """
+    from framestream.tiling.wan_budget import choose_exact_tiling
+
+    h, w = latent_shape[3], latent_shape[4]
+    try:
+        choice = choose_exact_tiling(
+            vae,
+            (h, w),
+            budget_bytes,
+            dtype,
+            chunk_size=chunk_size,
+            order=order,
+            latent_frames=latent_shape[2] if order == "tile" else None,
+            out_dtype=torch.uint8 if order == "tile" else None,
+        )
+    except ValueError as err:
+        raise ValueError(f"--memory-budget: {err}; raise the budget or lower --chunk") from None
+    if choice.tile_size_px >= max(h, w) * vae.arch.scale_factor_spatial and choice.tile_batch_size == 1:
+        return None  # one tile covers the frame: no tiling needed
+    return TilingConfig(tile_size_px=choice.tile_size_px, tile_overlap_px=0, tile_batch_size=choice.tile_batch_size)
