@@ -180,8 +180,12 @@ def decode_to_sink(
     tiling: TilingConfig | None = None,
     tile_order: str = "frame",
     progress: bool = True,
+    chunks: Iterator[tuple[torch.Tensor, int]] | None = None,
 ) -> int:
     """Decode and hand each chunk to ``sink`` as soon as it is on the host; returns the frame count.
+
+    ``chunks`` (``(frames (B, 3, t, H, W) in [-1, 1], start)``) replaces the Wan VAE's
+    chunk stream with another decoder's (``vae`` is then unused).
 
     Frames become uint8 on the device (:func:`frames_to_uint8`) and are copied through a
     :class:`HostFrameCopier` (pinned, overlapped with the next chunk on CUDA). The sink is
@@ -202,7 +206,9 @@ def decode_to_sink(
 
             expected = 0
             with torch.inference_mode():
-                for frames, start in iter_decode(vae, z, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order):
+                if chunks is None:
+                    chunks = iter_decode(vae, z, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order)
+                for frames, start in chunks:
                     if start != expected:
                         raise RuntimeError(f"decoder yielded frames from {start}, expected {expected}")
                     expected += frames.shape[2]
