@@ -125,6 +125,11 @@ class WanVAE(nn.Module):
                 module.cache_key = name
         self._stats: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         self._compiled_stages: dict[str, Callable[..., torch.Tensor]] = {}
+        self.frame_slice: int | None = 1
+        """Frames per slice of the full-frame-rate, full-resolution stages (decoder: after the
+        last temporal upsampling; encoder: before the first temporal downsampling). Slicing a
+        chunk in time is exact (causal caches) and divides those stages' activations; None
+        runs each chunk whole."""
 
     # ------------------------------------------------------------------ compile
     def compile_chunks(self, *, mode: str | None = None, backend: str = "inductor") -> "WanVAE":
@@ -251,7 +256,7 @@ class WanVAE(nn.Module):
         return self.decoder.forward_head(self.post_quant_conv(z), run)
 
     def _decode_tail(self, h: torch.Tensor, run: ChunkRun, after_block: StageHook | None = None) -> torch.Tensor:
-        x = self.decoder.forward_tail(h, run, after_block)
+        x = self.decoder.forward_tail(h, run, after_block, self.frame_slice)
         x = unpatchify(x, self.arch.patch).clamp_(-1.0, 1.0)
         real = x.shape[2] - run.num_padded * self.temporal_ratio
         return x[:, :, :real] if run.num_padded else x
@@ -344,7 +349,7 @@ class WanVAE(nn.Module):
 
     # ------------------------------------------------------------------ encode stages
     def _encode_front(self, x: torch.Tensor, run: ChunkRun, after_block: StageHook | None = None) -> torch.Tensor:
-        return self.encoder.forward_front(patchify(x, self.arch.patch), run, after_block)
+        return self.encoder.forward_front(patchify(x, self.arch.patch), run, after_block, self.frame_slice)
 
     def _encode_back(self, h: torch.Tensor, run: ChunkRun) -> torch.Tensor:
         moments = self.quant_conv(self.encoder.forward_back(h, run))
