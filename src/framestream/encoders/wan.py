@@ -46,10 +46,21 @@ class WanVAEEncoder(_WanVAEAdapter, StreamingVideoEncoder[WanCausalCache]):
             self.get_output_temporal_size(autoregressive_index, input.shape[2])
         x = input.to(self.compute_dtype)
         if self.config.tiling is not None:
-            mu = _wan_exact().encode_tiled(self.vae, x, self.config.tiling, chunk_size=self.config.chunk_size, state=cache)
+            mu = _wan_exact().encode_tiled(self.vae, x, self._encode_plan(x, cache), chunk_size=self.config.chunk_size, state=cache)
         else:
             mu = self.vae.encode(x, chunk_size=self.config.chunk_size, cache=cache)
         return self.vae.normalize_latents(mu) if self.config.normalize_latents else mu
+
+
+    def _encode_plan(self, x: torch.Tensor, cache: Any) -> Any:
+        """The stream's tile plan; a new one caps the halo overhead, so tiles never make encoding a loss."""
+        if getattr(cache, "started", False) and cache.plan is not None:
+            return cache.plan
+        from framestream.tiling.wan_exact.plan import MAX_ENCODE_HALO_OVERHEAD, plan_exact_encode
+
+        return plan_exact_encode(
+            self.vae, (int(x.shape[3]), int(x.shape[4])), self.config.tiling, max_halo_overhead=MAX_ENCODE_HALO_OVERHEAD
+        )
 
 
 @config_dataclass
