@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import weakref
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
+from framestream.bench.memory_breakdown import LiveBytes as LiveTensorBytes
 from framestream.models.wan.vae import WanCausalCache, WanVAE, init_random_weights, tiny_wan21_arch, tiny_wan22_arch
 from framestream.tiling import TilingConfig
 from framestream.tiling.receptive_field import (
@@ -68,32 +66,6 @@ def rand_video(vae: WanVAE, t: int, hw: tuple[int, int], seed: int = 0) -> torch
 def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
     assert a.shape == b.shape, (a.shape, b.shape)
     return (a - b).abs().max().item()
-
-
-class LiveTensorBytes(TorchDispatchMode):
-    """Counts bytes of live tensor storages allocated under the mode; keeps the peak."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = self.peak = 0
-        self._ptrs: set[int] = set()
-
-    def _free(self, key: int, n: int) -> None:
-        self._ptrs.discard(key)
-        self.live -= n
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()
-                key, n = storage.data_ptr(), storage.nbytes()
-                if n and key not in self._ptrs:
-                    self._ptrs.add(key)
-                    self.live += n
-                    weakref.finalize(storage, self._free, key, n)
-                    self.peak = max(self.peak, self.live)
-        return out
 
 
 # ---------------------------------------------------------------------------- receptive fields
