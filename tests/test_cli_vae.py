@@ -300,7 +300,8 @@ def test_encode_errors(files, capsys, tmp_path, no_model_load):
 
 def test_streaming_adapters_route_tiling_through_the_exact_tiler():
     wan_exact = pytest.importorskip("framestream.tiling.wan_exact")
-    from framestream.models.wan.vae import WanVAEDecoderConfig, WanVAEEncoderConfig
+    from framestream.decoders.wan import WanVAEDecoderConfig
+    from framestream.encoders.wan import WanVAEEncoderConfig
     from framestream.tiling.planner import TilingConfig
 
     arch = tiny_wan21_arch()

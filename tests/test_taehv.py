@@ -178,3 +178,29 @@ def test_tiny_self_forcing_recipe_runs_with_taehv_end_to_end(tmp_path, capsys):
     blocks: list[int] = []
     generate_video(config, "a fox", tmp_path / "b.mp4", num_blocks=2, on_block=lambda i, n: blocks.append(n))
     assert blocks == [9, 12]
+
+
+def test_cli_decode_with_taehv(tmp_path, capsys):
+    import numpy as np
+
+    from framestream.cli.main import main
+    from framestream.io.latents import LatentMetadata, save_latents
+    from framestream.io.transfer import frames_to_uint8
+
+    model = _model(width=8)
+    ckpt = tmp_path / "taew2_1.pth"
+    torch.save(_public_layout_state(model), ckpt)
+    z = torch.randn(1, 16, 3, 4, 6, generator=torch.Generator().manual_seed(9))  # (B, C, T, h, w), normalised
+    latents = tmp_path / "z.safetensors"
+    save_latents(latents, z, LatentMetadata(vae="wan2.1", normalized=True, fps=8.0))
+    out = tmp_path / "frames.npy"
+    rc = main(["decode", str(latents), "-o", str(out), "--vae", "taehv-wan2.1", "--checkpoint", str(ckpt), "--chunk", "2"])
+    assert rc == 0, capsys.readouterr().err
+    frames = np.load(out)
+    expected = frames_to_uint8(model.decode(z.transpose(1, 2)).transpose(1, 2).mul(2).sub(1))[0].numpy()
+    assert frames.shape == (9, 32, 48, 3) and np.array_equal(frames, expected)
+
+    rc = main(["decode", str(latents), "-o", str(tmp_path / "t.npy"), "--vae", "taehv-wan2.1", "--checkpoint", str(ckpt),
+               "--tile-size", "64"])  # fmt: skip
+    assert rc != 0 and "does not tile" in capsys.readouterr().err
+    assert not (tmp_path / "t.npy").exists()

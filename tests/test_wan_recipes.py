@@ -19,7 +19,7 @@ from framestream.models.wan.text_encoder import (
     wan_t5_to_hf_key,
 )
 from framestream.models.wan.transformer import WAN21_T2V_1_3B, WAN_TINY, WanTransformer, WanTransformerConfig
-from framestream.models.wan.vae import WanVAEDecoderConfig
+from framestream.decoders.wan import WanVAEDecoderConfig
 from framestream.recipes import RECIPES, MissingWeightsError, generate_video, prepare_recipe, resolve_wan_files
 
 transformers = pytest.importorskip("transformers")

@@ -8,15 +8,13 @@ import pytest
 import torch
 
 from framestream.config import load_config, save_config
+from framestream.decoders.wan import WanVAEDecoder, WanVAEDecoderConfig
+from framestream.encoders.wan import WanVAEEncoder, WanVAEEncoderConfig
 from framestream.models.wan.vae import (
     DECODER_HEAD_PREFIXES,
     DECODER_TAIL_PREFIXES,
     WanCausalCache,
     WanVAE,
-    WanVAEDecoder,
-    WanVAEDecoderConfig,
-    WanVAEEncoder,
-    WanVAEEncoderConfig,
     build_wan_vae,
     stack_caches,
     tiny_wan21_arch,

@@ -151,17 +151,22 @@ def decode_tiled(ctx: Context) -> ScenarioResult:
     cfg = ctx.settings["decode_tiled"]
     p = _common(ctx, latent_shape=cfg["latent_shape"])
     tile = {"tile_px": cfg["tile_px"], "overlap_px": cfg["overlap_px"]}
+    # The smaller tile size users pick (128 px, 32 px blend for diffusers): the memory target holds at both.
+    small = {"tile_px": cfg["tile_px"] // 2, "overlap_px": cfg["overlap_px"] // 2}
     s = ctx.run(
         [
             Case("framestream_untiled", f"{CASES}:decode_framestream", p),
             Case("framestream_tiled", f"{CASES}:decode_framestream_tiled", {**p, **tile}),
             Case("framestream_tiled_tile_major", f"{CASES}:decode_framestream_tiled", {**p, **tile, "order": "tile"}),
             Case("diffusers_tiled", f"{CASES}:decode_diffusers", {**p, **tile}),
+            Case("framestream_tiled_tile_major_small", f"{CASES}:decode_framestream_tiled", {**p, **small, "order": "tile"}),
+            Case("diffusers_tiled_small", f"{CASES}:decode_diffusers", {**p, **small}),
         ],
         reference="framestream_untiled",
     )
     ft, dt, fu = s["framestream_tiled"], s["diffusers_tiled"], s["framestream_untiled"]
     tm = s["framestream_tiled_tile_major"]
+    tms, dts = s["framestream_tiled_tile_major_small"], s["diffusers_tiled_small"]
     ratios = {
         "time diffusers_tiled / framestream_tiled": _t(dt) / _t(ft),
         "peak memory diffusers_tiled / framestream_tiled": _m(dt) / _m(ft),
@@ -170,6 +175,9 @@ def decode_tiled(ctx: Context) -> ScenarioResult:
         "time diffusers_tiled / framestream_tiled_tile_major": _t(dt) / _t(tm),
         "peak memory diffusers_tiled / framestream_tiled_tile_major": _m(dt) / _m(tm),
         "peak memory framestream_tiled / framestream_tiled_tile_major": _m(ft) / _m(tm),
+        "peak memory framestream_tiled_tile_major / diffusers_tiled": _m(tm) / _m(dt),
+        "peak memory framestream_tiled_tile_major_small / diffusers_tiled_small": _m(tms) / _m(dts),
+        "time diffusers_tiled_small / framestream_tiled_tile_major_small": _t(dts) / _t(tms),
     }
     stride = cfg["tile_px"] - cfg["overlap_px"]
     plan = _plan_info(ctx, "decode", cfg["latent_shape"][3:], cfg["tile_px"], cfg["overlap_px"])
@@ -178,6 +186,7 @@ def decode_tiled(ctx: Context) -> ScenarioResult:
         f"tile_sample_stride_height/width {stride} (overlap {cfg['overlap_px']} px, blended); framestream: "
         f"{cfg['tile_px']} px owned per tile plus the derived halo (overlap setting ignored), plan {plan}; "
         "framestream_tiled_tile_major: decode_tiled(order='tile'), same plan, tiles in the outer loop",
+        f"*_small: the same at {small['tile_px']} px tiles (diffusers: {small['overlap_px']} px blend)",
         "error column: against framestream's untiled fp32 decode",
     ]
     settings = {**p, **tile, "diffusers_stride_px": stride, "framestream_plan": plan}

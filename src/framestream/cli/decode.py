@@ -5,6 +5,7 @@ Examples::
     framestream decode latents.safetensors -o out.mp4 --vae wan2.1 --checkpoint Wan2.1_VAE.pth
     framestream decode latents.safetensors -o frames/ --vae wan2.2 --checkpoint Wan2.2_VAE.pth \\
         --tile-size 256 --tile-batch-size 4 --device cuda --dtype bf16 --json
+    framestream decode latents.safetensors -o preview.mp4 --vae taehv-wan2.1 --checkpoint taew2_1.pth
 
 The output format follows the path: a video container (``.mp4``; also ``.mkv``/``.mov``,
 H.264 yuv420p), a folder (``frames/``) of PNG frames, ``.npy`` (uint8 ``T,H,W,3``) or
@@ -25,13 +26,13 @@ from typing import Any
 __all__ = ["register", "run", "add_model_arguments", "add_overwrite_argument", "add_tiling_arguments", "report"]
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, vae_required: bool = True) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, *, vae_required: bool = True, taehv: bool = False) -> None:
     """--vae, --checkpoint, --chunk, --dtype, --weights-dtype, --device, --json (shared by the VAE commands)."""
     parser.add_argument(
         "--vae",
-        choices=("wan2.1", "wan2.2", "ltx2"),
+        choices=("wan2.1", "wan2.2", "ltx2") + (("taehv-wan2.1", "taehv-wan2.2") if taehv else ()),
         required=vae_required,
-        help="VAE: Wan 2.1, Wan 2.2 or the LTX-2 video VAE" + ("" if vae_required else " (default: the one the latent file names)"),
+        help="VAE: Wan 2.1, Wan 2.2 or the LTX-2 video VAE" + (" (or the tiny TAEHV decoder for Wan latents)" if taehv else "") + ("" if vae_required else " (default: the one the latent file names)"),
     )
     parser.add_argument(
         "--checkpoint",
@@ -119,7 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, help="output: out.mp4, a folder for PNG frames (frames/), out.npy or out.safetensors")
     parser.add_argument("--format", choices=("mp4", "png", "npy", "safetensors"), default=None, help="output format (default: from the output path)")
     add_overwrite_argument(parser)
-    add_model_arguments(parser, vae_required=False)
+    add_model_arguments(parser, vae_required=False, taehv=True)
     add_tiling_arguments(parser, auto=True)
     parser.add_argument("--fps", type=float, default=None, help="frame rate (default: the latent file's, else 16)")
     parser.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 (lossless) .. 51 (default: 18)")
@@ -134,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
     from framestream.jobs.tiling import auto_decode_tiling, default_memory_budget
     from framestream.utils.units import parse_bytes
 
+    if args.vae is not None and args.vae.startswith("taehv-"):  # the tiny TAEHV decoder (taew2_x.pth)
+        from framestream.jobs.taehv import run_taehv_decode
+
+        return run_taehv_decode(args, report)
     # Cheap checks first, in the order a user fixes them; nothing heavy runs before all pass.
     fmt = jobs.output_format(args.output, args.format)
     output = Path(args.output)

@@ -62,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or --decoder-checkpoint; random tiny weights for -tiny recipes)",
     )
     parser.add_argument("--decoder-checkpoint", type=Path, default=None, help="TAEHV checkpoint (taew2_1.pth)")
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the DiT blocks and the decoder's chunk calls (static shapes; CUDA graphs for TAEHV on CUDA)",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(func=run, accepts_overrides=True)
 
@@ -121,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.seed is not None:
         config = derive_config(config, **{"diffusion_model.seed": args.seed})
+    if args.compile:
+        config = derive_config(config, **{"diffusion_model.transformer.compile": True, "decoder.compile": True})
     config, num_blocks = prepare_recipe(config, args.num_blocks)
     config = apply_overrides(config, list(getattr(args, "overrides", []) or []))
     config, num_blocks = prepare_recipe(config, num_blocks)

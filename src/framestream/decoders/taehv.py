@@ -59,9 +59,7 @@ class TAEHVDecoder(StreamingVideoDecoder[TAEHVDecodeState]):
         self.dtype = parse_dtype(config.dtype)
         self.taehv = build_taehv(config.arch, checkpoint_path=config.checkpoint_path, dtype=self.dtype, device=device, seed=config.seed)
         if config.compile:
-            from framestream.utils.compile import compile_taehv_decoder
-
-            compile_taehv_decoder(self.taehv)
+            self.taehv.compile_chunks()
 
     @property
     def spatial_compression_ratio(self) -> int:

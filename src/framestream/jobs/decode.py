@@ -181,11 +181,12 @@ def decode_to_sink(
 
     Frames become uint8 on the device (:func:`frames_to_uint8`) and are copied through a
     :class:`HostFrameCopier` (pinned, overlapped with the next chunk on CUDA). The sink is
-    closed on success and aborted on any error. ``chunks``: ``(frames, start)`` made
-    elsewhere (e.g. the tile-parallel decode of :mod:`framestream.distributed.vae`)
-    instead of :func:`iter_decode`.
+    closed on success and aborted on any error. ``chunks`` (``(frames (B, 3, t, H, W) in
+    [-1, 1], start)``) made elsewhere replaces :func:`iter_decode`: the tile-parallel decode
+    of :mod:`framestream.distributed.vae`, or another decoder's stream (TAEHV; ``vae`` is then
+    None and the Wan frame count rule applies).
     """
-    total = decoded_frames(z.shape[2], vae.temporal_ratio)
+    total = decoded_frames(z.shape[2]) if vae is None else decoded_frames(z.shape[2], vae.temporal_ratio)
     copier = HostFrameCopier(z.device)
     written = 0
     try:

@@ -40,7 +40,7 @@ from framestream.diffusion.two_expert import TwoExpertTransformerConfig
 from framestream.models.wan.text_encoder import WAN_NEGATIVE_PROMPT, UMT5TextEncoderConfig
 from framestream.models.wan.transformer.config import WAN21_T2V_1_3B, WAN_TINY, WanTransformerConfig
 from framestream.models.wan.vae.config import WAN21_VAE_ARCH, tiny_wan21_arch
-from framestream.models.wan.vae.streaming import WanVAEDecoderConfig
+from framestream.decoders.wan import WanVAEDecoderConfig
 from framestream.pipeline.config import StreamInferencePipelineConfig
 from framestream.recipes.runner import run_to_video, text_context
 

@@ -94,7 +94,13 @@ def _tail_call(vae: WanVAE, sizes_h: tuple[int, ...], sizes_w: tuple[int, ...], 
     t, h, w = k, sizes_h[0], sizes_w[0]
     held = c * t * h * w  # the call's stacked input, alive throughout
     peak, cache = held, 0
+    t_full = t
     for i, (block, up) in enumerate(zip(dec.up_blocks, decoder_block_scales(vae))):
+        if i == dec.full_rate_from and vae.frame_slice is not None and t > vae.frame_slice:
+            # Time-sliced from here (WanVAE.frame_slice): the whole chunk's input stays held,
+            # the blocks see one slice at a time.
+            held += c * t * h * w
+            t_full, t = t, vae.frame_slice
         block_in = c * t * h * w
         outer = held if i else 0  # the stacked input, once it is no longer the block's input
         x = block_in
@@ -126,6 +132,8 @@ def _tail_call(vae: WanVAE, sizes_h: tuple[int, ...], sizes_w: tuple[int, ...], 
     co = dec.conv_out.out_channels
     peak = max(peak, held + x + c * t * h * w + _conv_buffer(c, t, h, w, dec.conv_out) + co * t * h * w)
     peak = max(peak, held + x + 2 * co * t * h * w)  # unpatchify copy
+    if t_full != t:  # the slices' outputs, then their concatenation
+        peak = max(peak, held + 2 * co * t_full * h * w)
     cache += dec.conv_out.context * c * h * w
     return peak * rows, cache * rows
 

@@ -17,25 +17,32 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from framestream.models.taehv.config import TAEW2_1_ARCH, TAEHVArchConfig
-from framestream.models.taehv.layers import MemBlock, TGrow, TPool, build_decoder, build_encoder
+from framestream.models.taehv.layers import (
+    MemBlock,
+    TGrow,
+    TPool,
+    build_decoder,
+    build_encoder,
+)
 from framestream.models.taehv.state import TAEHVDecodeState, TAEHVEncodeState
 
 __all__ = ["TAEHV", "run_stack", "memblock_input_shapes", "init_taehv_random"]
 
 
-def init_taehv_random(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Seeded He-normal conv weights and small uniform biases (tests, benchmarks, smoke runs).
+def init_taehv_random(model: nn.Module, seed: int = 0, gain: float = 1.0) -> nn.Module:
+    """Seeded normal conv weights (std ``sqrt(gain / fan_in)``) and small uniform biases (tests, benchmarks).
 
-    He scaling keeps the activations alive through the ReLU stacks, so random-weight
-    outputs are not clamped flat. Each parameter has its own generator (seed + name), so
-    an encoder-only or decoder-only model gets the same weights as the full one.
+    With ``gain`` 1 the activations stay of order one through the ReLU stacks and the
+    residual sums, so random-weight frames are neither clamped flat nor blown up. Each
+    parameter has its own generator (seed + name), so an encoder-only or decoder-only
+    model gets the same weights as the full one.
     """
     with torch.no_grad():
         for name, p in model.named_parameters():
             g = torch.Generator().manual_seed((seed * 0x9E3779B1 + zlib.crc32(name.encode())) % (2**63))
             if p.dim() > 1:
                 fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                p.copy_(torch.randn(p.shape, generator=g) * (gain / fan_in) ** 0.5)
             else:
                 p.copy_(torch.empty(p.shape).uniform_(-0.1, 0.1, generator=g))
     return model
@@ -116,7 +123,23 @@ class TAEHV(nn.Module):
         self.encoder = build_encoder(arch) if include_encoder else None
         self.decoder = build_decoder(arch) if include_decoder else None
         self.decoder_stack: Callable[..., torch.Tensor | None] = run_stack
-        """What runs one decoder chunk (``run_stack`` or a compiled / graph-captured wrapper of it)."""
+        """What runs one decoder chunk: ``run_stack``, or its compiled form after :meth:`compile_chunks`."""
+        self.cuda_graphs = False
+        """Replay chunks as CUDA graphs (held by each stream's state) after :meth:`compile_chunks` on CUDA."""
+
+    def compile_chunks(self, *, mode: str | None = None, backend: str = "inductor", cuda_graphs: bool = True) -> "TAEHV":
+        """Run decoder chunks under ``torch.compile`` (static shapes: one graph per chunk shape).
+
+        The stream's memory slots are allocated (zeros) before the first chunk and then
+        updated in place, so the first chunk already uses the same graph as the rest.
+        With ``cuda_graphs`` and CUDA tensors, every chunk after a stream's first is
+        replayed from a CUDA graph captured once per stream and chunk shape.
+        """
+        from framestream.utils.compile import compile_function
+
+        self.decoder_stack = compile_function(run_stack, mode=mode, backend=backend)
+        self.cuda_graphs = cuda_graphs
+        return self
 
     # ------------------------------------------------------------------ decode
     def _check_latents(self, latents: torch.Tensor) -> None:
@@ -144,13 +167,27 @@ class TAEHV(nn.Module):
             for index, (c, hh, ww) in memblock_input_shapes(self.decoder, self.arch.latent_channels, h, w).items():
                 state.memory[index] = latents.new_zeros(b, c, hh, ww)
             state.frames_to_trim = self.arch.frames_to_trim
-        x = self.decoder_stack(self.decoder, latents, state.memory)
-        assert x is not None
+        x = self._decode_chunk(latents, state)
         state.frames_in += latents.shape[1]
         x = self.postprocess_frames(x)
         trim = min(state.frames_to_trim or 0, x.shape[1])
         state.frames_to_trim = (state.frames_to_trim or 0) - trim
         return x[:, trim:]
+
+    def _decode_chunk(self, latents: torch.Tensor, state: TAEHVDecodeState) -> torch.Tensor:
+        assert self.decoder is not None
+        if self.cuda_graphs and latents.is_cuda and state.started:
+            from framestream.utils.compile import CudaGraphStep
+
+            key = tuple(latents.shape)
+            step = state.graphs.get(key)
+            if step is None:
+                decoder, stack = self.decoder, self.decoder_stack
+                step = state.graphs[key] = CudaGraphStep(lambda z, slots: (stack(decoder, z, slots), {}))
+            return step(latents, slots=state.memory)
+        x = self.decoder_stack(self.decoder, latents, state.memory)
+        assert x is not None
+        return x
 
     def postprocess_frames(self, x: torch.Tensor) -> torch.Tensor:
         """Decoder output -> frames in [0, 1] (pixel shuffle for patch > 1, then clamp)."""

@@ -9,6 +9,7 @@ stream, and two states stream independently through one model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -36,6 +37,8 @@ class TAEHVDecodeState(_TAEHVStreamState):
 
     frames_to_trim: int | None = None
     """Leading output frames still to drop (set from the architecture on the first chunk)."""
+    graphs: dict[tuple[int, ...], Any] = field(default_factory=dict)
+    """Chunk shape -> the CUDA graph replaying it for this stream (compiled CUDA runs only)."""
 
 
 @dataclass

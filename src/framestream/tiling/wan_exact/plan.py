@@ -13,7 +13,10 @@ from framestream.tiling.batching import batch_schedule
 from framestream.tiling.planner import TilingConfig, plan_axis
 from framestream.tiling.receptive_field import decoder_block_scales, encoder_block_scales, front_needs, tail_needs
 
-__all__ = ["AxisCrop", "ExactTile", "ExactTilePlan", "plan_exact_decode", "plan_exact_encode"]
+__all__ = ["AxisCrop", "ExactTile", "ExactTilePlan", "MAX_ENCODE_HALO_OVERHEAD", "encode_halo_overhead", "plan_exact_decode", "plan_exact_encode"]
+
+MAX_ENCODE_HALO_OVERHEAD = 1.5
+"""Default cap on an exact tiled encode's recomputed input (see :func:`plan_exact_encode`)."""
 
 
 @dataclass(frozen=True)
@@ -257,10 +260,18 @@ def plan_exact_encode(
     tile_batch_size: int | None = None,
     staged: bool = True,
     halo_margin: int = 0,
+    max_halo_overhead: float | None = None,
 ) -> ExactTilePlan:
     """Plan the exact tiled encode of ``video_hw`` pixels (multiples of the spatial scale).
 
-    Raises ``ValueError`` when the encoder front is not local (attention in the down path).
+    The encoder's halo is wide (about 60 px each side for Wan 2.1), so small tiles
+    recompute more input than they own, and their caches (one per tile, halo included)
+    outweigh what tiling saves: a tiled encode that costs more time *and* memory than the
+    untiled one. ``max_halo_overhead`` caps the input pixels all tiles read per frame
+    pixel: tiles that exceed it are enlarged (one latent cell per side at a time, up to
+    the whole frame, which is the untiled encode) until they fit; the pipeline encoder
+    passes :data:`MAX_ENCODE_HALO_OVERHEAD`. ``None`` (default) keeps the requested tiles. Raises ``ValueError`` when the encoder front is not local
+    (attention in the down path).
     """
     if not isinstance(vae, WanVAE) or not vae.has_encoder:
         raise ValueError("plan_exact_encode needs a WanVAE with an encoder")
@@ -272,6 +283,20 @@ def plan_exact_encode(
     (th, tw), (mh, mw) = _tile_units(tiling, s)
     batch = _check_batch(tile_batch_size if tile_batch_size is not None else (tiling or TilingConfig()).tile_batch_size)
     margin = _check_margin(halo_margin)
-    rows = tuple(_encode_axis(vae, h, i, o, staged, margin) for i, o in enumerate(_owned(h, th, mh)))
-    cols = tuple(_encode_axis(vae, w, i, o, staged, margin) for i, o in enumerate(_owned(w, tw, mw)))
+    if max_halo_overhead is not None and not max_halo_overhead >= 1.0:
+        raise ValueError(f"max_halo_overhead must be >= 1 (or None), got {max_halo_overhead!r}")
+    while True:
+        rows = tuple(_encode_axis(vae, h, i, o, staged, margin) for i, o in enumerate(_owned(h, th, mh)))
+        cols = tuple(_encode_axis(vae, w, i, o, staged, margin) for i, o in enumerate(_owned(w, tw, mw)))
+        overhead = encode_halo_overhead(rows, cols, (hh, ww))
+        if max_halo_overhead is None or overhead <= max_halo_overhead or (th >= h and tw >= w):
+            break
+        th, tw = min(h, th + 1), min(w, tw + 1)
     return ExactTilePlan("encode", vae.arch, (h, w), (hh, ww), (h, w), rows, cols, batch, bool(staged), margin)
+
+
+def encode_halo_overhead(rows: tuple[AxisCrop, ...], cols: tuple[AxisCrop, ...], video_hw: tuple[int, int]) -> float:
+    """Input pixels all tiles read, per pixel of the frame (1.0 = no recomputation: one tile)."""
+    read_h = sum(r.crop[1] - r.crop[0] for r in rows)
+    read_w = sum(c.crop[1] - c.crop[0] for c in cols)
+    return (read_h * read_w) / (video_hw[0] * video_hw[1])

@@ -279,6 +279,9 @@ class WanTransformerConfig(TransformerConfig):
     """Classifier-free guidance; > 1 batches cond and uncond (negative prompt) through the DiT."""
     time_embedding_fp64: bool = True
     """Sinusoidal timestep features in float64 as the original Wan code; False uses float32 as diffusers."""
+    compile: bool = False
+    """Run every transformer block's forward under ``torch.compile`` (static shapes: one graph per
+    block shape; a causal rollout's denoising steps of one AR block share it)."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_frames", "height", "width", "kv_cache_frames"):

@@ -374,6 +374,11 @@ class WanTransformer(Transformer[WanKVCache]):
         self.parallel: Any = None
         """Context / CFG parallelism hooks (:class:`~framestream.models.wan.transformer.parallel.DiTParallel`),
         set once by :mod:`framestream.distributed`; None = one process."""
+        if config.compile:
+            from framestream.utils.compile import compile_module_forward
+
+            for block in self.dit.blocks:
+                compile_module_forward(block)
 
     # ------------------------------------------------------------------ interface
     @property

@@ -24,6 +24,8 @@ a video is split across calls (up to float rounding).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -62,6 +64,18 @@ ENCODER_BACK_PREFIXES: tuple[str, ...] = ("encoder.mid_block", "encoder.norm_out
 
 LOGVAR_RANGE = (-30.0, 20.0)
 """Clamp applied to the posterior log-variance (as diffusers' DiagonalGaussianDistribution)."""
+
+
+class _Stages(NamedTuple):
+    """The four chunk-stage functions of a :class:`WanVAE` (eager or compiled)."""
+
+    decode_head: Callable[..., torch.Tensor]
+    decode_tail: Callable[..., torch.Tensor]
+    encode_front: Callable[..., torch.Tensor]
+    encode_back: Callable[..., torch.Tensor]
+
+
+_STAGE_NAMES = ("_decode_head", "_decode_tail", "_encode_front", "_encode_back")
 
 
 class WanVAE(nn.Module):
@@ -110,6 +124,33 @@ class WanVAE(nn.Module):
             if isinstance(module, CausalConv3d):
                 module.cache_key = name
         self._stats: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._compiled_stages: dict[str, Callable[..., torch.Tensor]] = {}
+        self.frame_slice: int | None = 1
+        """Frames per slice of the full-frame-rate, full-resolution stages (decoder: after the
+        last temporal upsampling; encoder: before the first temporal downsampling). Slicing a
+        chunk in time is exact (causal caches) and divides those stages' activations; None
+        runs each chunk whole."""
+
+    # ------------------------------------------------------------------ compile
+    def compile_chunks(self, *, mode: str | None = None, backend: str = "inductor") -> "WanVAE":
+        """Run the chunk stages (decode head / tail, encode front / back) under ``torch.compile``.
+
+        Static shapes: one graph per chunk (or tile) shape. A stream's first chunk runs
+        eagerly: its caches are still empty and the first-frame rule changes its graph, so
+        compiling it would cost a graph used once. Every later chunk of a stream has the
+        same shapes and cache layout, so it reuses one graph (no recompilation).
+        """
+        from framestream.utils.compile import compile_function
+
+        for name in _STAGE_NAMES:
+            self._compiled_stages[name] = compile_function(getattr(self, name), mode=mode, backend=backend)
+        return self
+
+    def _stages(self, run: ChunkRun) -> Any:
+        """The stage functions for this chunk: compiled ones once the stream has started."""
+        if self._compiled_stages and not run.cache.is_empty:
+            return _Stages(*(self._compiled_stages[n] for n in _STAGE_NAMES))
+        return _Stages(self._decode_head, self._decode_tail, self._encode_front, self._encode_back)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -215,7 +256,7 @@ class WanVAE(nn.Module):
         return self.decoder.forward_head(self.post_quant_conv(z), run)
 
     def _decode_tail(self, h: torch.Tensor, run: ChunkRun, after_block: StageHook | None = None) -> torch.Tensor:
-        x = self.decoder.forward_tail(h, run, after_block)
+        x = self.decoder.forward_tail(h, run, after_block, self.frame_slice)
         x = unpatchify(x, self.arch.patch).clamp_(-1.0, 1.0)
         real = x.shape[2] - run.num_padded * self.temporal_ratio
         return x[:, :, :real] if run.num_padded else x
@@ -231,7 +272,7 @@ class WanVAE(nn.Module):
         self._require("decoder")
         self._check_chunk_args(1, num_padded, z.shape[2])
         run = ChunkRun(cache, num_padded, atomic)
-        out = self._decode_head(z, run)
+        out = self._stages(run).decode_head(z, run)
         run.commit()
         return out
 
@@ -254,7 +295,7 @@ class WanVAE(nn.Module):
         self._require("decoder")
         self._check_chunk_args(1, num_padded, h.shape[2])
         run = ChunkRun(cache, num_padded, atomic)
-        out = self._decode_tail(h, run, after_block)
+        out = self._stages(run).decode_tail(h, run, after_block)
         run.commit()
         return out
 
@@ -270,7 +311,8 @@ class WanVAE(nn.Module):
         self._require("decoder")
         self._check_chunk_args(1, num_padded, z.shape[2])
         run = ChunkRun(cache, num_padded, atomic)
-        out = self._decode_tail(self._decode_head(z, run), run)
+        stages = self._stages(run)
+        out = stages.decode_tail(stages.decode_head(z, run), run)
         run.commit()
         return out
 
@@ -307,7 +349,7 @@ class WanVAE(nn.Module):
 
     # ------------------------------------------------------------------ encode stages
     def _encode_front(self, x: torch.Tensor, run: ChunkRun, after_block: StageHook | None = None) -> torch.Tensor:
-        return self.encoder.forward_front(patchify(x, self.arch.patch), run, after_block)
+        return self.encoder.forward_front(patchify(x, self.arch.patch), run, after_block, self.frame_slice)
 
     def _encode_back(self, h: torch.Tensor, run: ChunkRun) -> torch.Tensor:
         moments = self.quant_conv(self.encoder.forward_back(h, run))
@@ -332,7 +374,7 @@ class WanVAE(nn.Module):
         self._require("encoder")
         self._check_chunk_args(1, num_padded, max(1, x.shape[2] // self.temporal_ratio))
         run = ChunkRun(cache, num_padded, atomic)
-        out = self._encode_front(x, run, after_block)
+        out = self._stages(run).encode_front(x, run, after_block)
         run.commit()
         return out
 
@@ -347,7 +389,7 @@ class WanVAE(nn.Module):
         self._require("encoder")
         self._check_chunk_args(1, num_padded, h.shape[2])
         run = ChunkRun(cache, num_padded, atomic)
-        out = self._encode_back(h, run)
+        out = self._stages(run).encode_back(h, run)
         run.commit()
         return out
 
@@ -358,7 +400,8 @@ class WanVAE(nn.Module):
         self._require("encoder")
         self._check_chunk_args(1, num_padded, max(1, x.shape[2] // self.temporal_ratio))
         run = ChunkRun(cache, num_padded, atomic)
-        out = self._encode_back(self._encode_front(x, run), run)
+        stages = self._stages(run)
+        out = stages.encode_back(stages.encode_front(x, run), run)
         run.commit()
         return out
 

@@ -84,6 +84,9 @@ class ChunkRun:
             cache.broken = True
 
     def read(self, key: str) -> torch.Tensor | None:
+        # A slot written earlier in this chunk (a later time slice reads what the earlier one wrote).
+        if self.atomic and key in self.pending:
+            return self.pending[key]
         return self.cache.get(key)
 
     def write(self, key: str, value: torch.Tensor) -> None:
@@ -100,6 +103,49 @@ class ChunkRun:
         self.cache.update(self.pending)
         self.pending = {}
         self.cache.broken = False
+
+
+class SliceRun:
+    """A :class:`ChunkRun` seen by one time slice of a chunk: the same cache, the slice's own
+    count of real (unpadded) frames. Valid for layers that all run at the slice's frame rate."""
+
+    __slots__ = ("run", "real")
+
+    def __init__(self, run: "ChunkRun | SliceRun", real: int) -> None:
+        self.run, self.real = run, real
+
+    def read(self, key: str) -> torch.Tensor | None:
+        return self.run.read(key)
+
+    def write(self, key: str, value: torch.Tensor) -> None:
+        self.run.write(key, value)
+
+    def real_frames(self, frames: int, time_scale: int) -> int:
+        return max(0, min(frames, self.real))
+
+
+def run_time_sliced(
+    x: torch.Tensor,
+    run: ChunkRun,
+    time_scale: int,
+    frame_slice: int | None,
+    stage: Callable[[torch.Tensor, "ChunkRun | SliceRun"], torch.Tensor],
+) -> torch.Tensor:
+    """``stage(x, run)``, run on slices of ``frame_slice`` frames in order, outputs concatenated in time.
+
+    Exact for stages of causal convolutions and per-frame layers: a slice continues the
+    stream through the same caches, as a smaller chunk would. The activations held at once
+    shrink with the slice (a chunk of 4 full-resolution frames: 4x less at slice 1).
+    """
+    frames = x.shape[2]
+    if frame_slice is None or frames <= frame_slice:
+        return stage(x, run)
+    real = run.real_frames(frames, time_scale)
+    outs = []
+    for t0 in range(0, frames, frame_slice):
+        part = x[:, :, t0 : t0 + frame_slice]
+        outs.append(stage(part, SliceRun(run, max(0, min(part.shape[2], real - t0)))))
+    return torch.cat(outs, dim=2)
 
 
 def _last_frames(prev: torch.Tensor | None, x: torch.Tensor, real: int, n: int) -> torch.Tensor:
@@ -568,14 +614,33 @@ class Encoder(nn.Module):
             if temporal:
                 ts //= 2
         self.down_blocks = nn.ModuleList(blocks)
+        self.full_rate_until = next((i for i, b in enumerate(blocks) if _downsamples_time(b)), len(blocks))
+        """Index of the first down block that downsamples time (all before it run at the input frame rate)."""
+        self.input_time_scale = self.conv_in.time_scale
         self.mid_block = MidBlock(dims[-1], dropout, ts)
         self.norm_out = RMSNorm(dims[-1])
         self.conv_out = CausalConv3d(dims[-1], z_dim, 3, padding=1, time_scale=ts)
 
-    def forward_front(self, x: torch.Tensor, run: ChunkRun, after_block: StageHook | None = None) -> torch.Tensor:
-        """``after_block(i, x) -> x`` (optional) runs after ``down_blocks[i]`` (the exact tiler crops there)."""
-        x = self.conv_in(x, run)
-        for i, block in enumerate(self.down_blocks):
+    def forward_front(
+        self, x: torch.Tensor, run: ChunkRun, after_block: StageHook | None = None, frame_slice: int | None = None
+    ) -> torch.Tensor:
+        """``after_block(i, x) -> x`` (optional) runs after ``down_blocks[i]`` (the exact tiler crops there).
+
+        ``frame_slice``: conv_in and the blocks before the first temporal downsampling (full
+        resolution, full frame rate) run on slices of that many frames (:func:`run_time_sliced`).
+        """
+        split = self.full_rate_until
+
+        def full_rate(y: torch.Tensor, sub: ChunkRun | SliceRun) -> torch.Tensor:
+            y = self.conv_in(y, sub)
+            for i, block in enumerate(self.down_blocks[:split]):
+                y = block(y, sub)
+                if after_block is not None:
+                    y = after_block(i, y)
+            return y
+
+        x = run_time_sliced(x, run, self.input_time_scale, frame_slice, full_rate)
+        for i, block in enumerate(self.down_blocks[split:], split):
             x = block(x, run)
             if after_block is not None:
                 x = after_block(i, x)
@@ -584,6 +649,11 @@ class Encoder(nn.Module):
     def forward_back(self, x: torch.Tensor, run: ChunkRun) -> torch.Tensor:
         x = self.mid_block(x, run)
         return self.conv_out(F.silu(self.norm_out(x), inplace=True), run)
+
+
+def _downsamples_time(block: nn.Module) -> bool:
+    """True for a down block (or a Resample) with a temporal downsampler."""
+    return any(isinstance(m, Resample) and m.mode == "downsample3d" for m in block.modules())
 
 
 class Decoder(nn.Module):
@@ -626,17 +696,36 @@ class Decoder(nn.Module):
         self.up_blocks = nn.ModuleList(blocks)
         self.norm_out = RMSNorm(dims[-1])
         self.conv_out = CausalConv3d(dims[-1], out_channels, 3, padding=1, time_scale=ts)
+        temporal_blocks = [i for i in range(len(dim_mult)) if i != last and temperal_upsample[i]]
+        self.full_rate_from = (max(temporal_blocks) + 1) if temporal_blocks else 0
+        """Index of the first up block after the last temporal upsampling (frames are final from there)."""
+        self.full_rate_time_scale = ts
 
     def forward_head(self, z: torch.Tensor, run: ChunkRun) -> torch.Tensor:
         return self.mid_block(self.conv_in(z, run), run)
 
-    def forward_tail(self, x: torch.Tensor, run: ChunkRun, after_block: StageHook | None = None) -> torch.Tensor:
-        """``after_block(i, x) -> x`` (optional) runs after ``up_blocks[i]`` (the exact tiler crops there)."""
-        for i, block in enumerate(self.up_blocks):
+    def forward_tail(
+        self, x: torch.Tensor, run: ChunkRun, after_block: StageHook | None = None, frame_slice: int | None = None
+    ) -> torch.Tensor:
+        """``after_block(i, x) -> x`` (optional) runs after ``up_blocks[i]`` (the exact tiler crops there).
+
+        ``frame_slice``: the up blocks after the last temporal upsampling (the largest
+        activations) run on slices of that many frames (:func:`run_time_sliced`).
+        """
+        split = self.full_rate_from
+        for i, block in enumerate(self.up_blocks[:split]):
             x = block(x, run)
             if after_block is not None:
                 x = after_block(i, x)
-        return self.conv_out(F.silu(self.norm_out(x), inplace=True), run)
+
+        def full_rate(y: torch.Tensor, sub: ChunkRun | SliceRun) -> torch.Tensor:
+            for i, block in enumerate(self.up_blocks[split:], split):
+                y = block(y, sub)
+                if after_block is not None:
+                    y = after_block(i, y)
+            return self.conv_out(F.silu(self.norm_out(y), inplace=True), sub)
+
+        return run_time_sliced(x, run, self.full_rate_time_scale, frame_slice, full_rate)
 
 
 # ---------------------------------------------------------------------------- patching

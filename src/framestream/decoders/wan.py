@@ -1,9 +1,11 @@
-"""Streaming adapters: the Wan VAE as a pipeline's per-AR-step decoder and encoder.
+"""The Wan VAE as a pipeline's per-AR-step decoder (the encoder is in :mod:`framestream.encoders.wan`).
 
 ``decoder(latents, autoregressive_index, cache)`` decodes one AR step's latent frames
 and updates ``cache`` (a :class:`WanCausalCache` from
 ``initialize_autoregressive_cache()``) in place: AR 0 gives ``1 + 4(n-1)`` frames,
-later steps ``4n``. The encoder mirrors it. Weights dtype and compute dtype are
+later steps ``4n``. The encoder mirrors it. These adapters sit above both the model
+(:mod:`framestream.models.wan.vae`) and the exact tiler (:mod:`framestream.tiling`), which
+the model itself must not import. Weights dtype and compute dtype are
 separate settings; without a checkpoint the weights are seeded random (tests,
 benchmarks).
 
@@ -25,62 +27,23 @@ import torch
 
 from framestream.config import config_dataclass
 from framestream.decoders.base import DecoderConfig, StreamingVideoDecoder
-from framestream.encoders.base import EncoderConfig, StreamingVideoEncoder
+from framestream.models.wan.vae.build import build_wan_vae
 from framestream.models.wan.vae.cache import WanCausalCache
 from framestream.models.wan.vae.config import WAN21_VAE_ARCH, WanVAEArchConfig
-from framestream.models.wan.vae.model import WanVAE, init_random_weights
 from framestream.tiling.planner import TilingConfig
 from framestream.utils.dtypes import parse_dtype
 
-__all__ = [
-    "build_wan_vae",
-    "WanVAEDecoderConfig",
-    "WanVAEDecoder",
-    "WanVAEEncoderConfig",
-    "WanVAEEncoder",
-]
+__all__ = ["WanVAEDecoderConfig", "WanVAEDecoder"]
 
 _FLOAT_TYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def build_wan_vae(
-    arch: WanVAEArchConfig,
-    *,
-    checkpoint_path: str | None = None,
-    weights_dtype: torch.dtype | str = torch.float32,
-    device: torch.device | str | None = None,
-    include_encoder: bool = True,
-    include_decoder: bool = True,
-    seed: int = 0,
-) -> WanVAE:
-    """A :class:`WanVAE` in eval mode without gradients: loaded from ``checkpoint_path``
-    (via :func:`framestream.models.wan.vae.checkpoint.load_wan_vae`) or seeded random."""
-    dtype = parse_dtype(weights_dtype)
-    device = torch.device("cpu") if device is None else torch.device(device)
-    if checkpoint_path is not None:
-        from framestream.models.wan.vae.checkpoint import load_wan_vae
-
-        model = load_wan_vae(
-            checkpoint_path,
-            arch=arch,
-            dtype=dtype,
-            device=device,
-            include_encoder=include_encoder,
-            include_decoder=include_decoder,
-        )
-    else:
-        with torch.device("meta"):
-            model = WanVAE(arch, include_encoder=include_encoder, include_decoder=include_decoder)
-        model.to_empty(device=device)
-        init_random_weights(model, seed)
-        model.to(dtype)
-    return model.eval().requires_grad_(False)
 
 
 def _check_common(config: Any) -> None:
     for name in ("weights_dtype", "compute_dtype"):
         if parse_dtype(getattr(config, name)) not in _FLOAT_TYPES:
             raise ValueError(f"{type(config).__name__}.{name} must be fp32, bf16 or fp16, got {getattr(config, name)}")
+    if not isinstance(config.compile, bool):
+        raise ValueError(f"{type(config).__name__}.compile must be a bool, got {config.compile!r}")
     if not isinstance(config.chunk_size, int) or config.chunk_size < 1:
         raise ValueError(f"{type(config).__name__}.chunk_size must be a positive int, got {config.chunk_size!r}")
     tiling = config.tiling
@@ -141,6 +104,8 @@ class _WanVAEAdapter:
             include_decoder=self._part == "decoder",
             seed=config.seed,
         )
+        if config.compile:
+            self.vae.compile_chunks()
 
     @property
     def spatial_compression_ratio(self) -> int:
@@ -224,65 +189,8 @@ class WanVAEDecoderConfig(DecoderConfig):
     """Seed of the random weights used when ``checkpoint_path`` is None."""
     tiling: TilingConfig | None = None
     """Exact spatial tiling (:mod:`framestream.tiling.wan_exact`; same result, less memory); None = untiled."""
-
-    def __post_init__(self) -> None:
-        _check_common(self)
-
-
-# ---------------------------------------------------------------------------- encoder
-class WanVAEEncoder(_WanVAEAdapter, StreamingVideoEncoder[WanCausalCache]):
-    """Streaming Wan VAE encoder: pixels in [-1, 1] of one AR step -> posterior-mean latents."""
-
-    config: "WanVAEEncoderConfig"
-    _part = "encoder"
-    _tiled_state_name = "WanTiledEncodeState"
-
-    def __init__(self, config: "WanVAEEncoderConfig", device: torch.device | str | None = None) -> None:
-        super().__init__(config)
-        self._build(config, device)
-
-    @torch.no_grad()
-    def forward(  # noqa: D401
-        self,
-        input: torch.Tensor,  # noqa: A002 - the pipeline's call shape
-        autoregressive_index: int = 0,
-        cache: Any = None,
-    ) -> torch.Tensor:
-        """Encode ``(B, 3, frames, H, W)``: AR 0 takes ``1 + 4k`` frames, later steps ``4k``."""
-        cache = self._stream_state(cache, autoregressive_index)
-        if not torch.is_tensor(input) or not input.is_floating_point():
-            raise ValueError("WanVAEEncoder expects a floating-point video in [-1, 1]")
-        if input.dim() == 5:  # AR-aware frame rule, before any work
-            self.get_output_temporal_size(autoregressive_index, input.shape[2])
-        x = input.to(self.compute_dtype)
-        if self.config.tiling is not None:
-            mu = _wan_exact().encode_tiled(self.vae, x, self.config.tiling, chunk_size=self.config.chunk_size, state=cache)
-        else:
-            mu = self.vae.encode(x, chunk_size=self.config.chunk_size, cache=cache)
-        return self.vae.normalize_latents(mu) if self.config.normalize_latents else mu
-
-
-@config_dataclass
-class WanVAEEncoderConfig(EncoderConfig):
-    """Config of :class:`WanVAEEncoder`."""
-
-    _target: type = field(default_factory=lambda: WanVAEEncoder)
-    arch: WanVAEArchConfig = WAN21_VAE_ARCH
-    """VAE architecture (WAN21_VAE_ARCH, WAN22_VAE_ARCH or a reduced one)."""
-    checkpoint_path: str | None = None
-    """Original ``.pth``, diffusers folder / safetensors or hub id; ``None`` = seeded random weights."""
-    weights_dtype: torch.dtype = torch.float32
-    """Dtype the weights are stored in."""
-    compute_dtype: torch.dtype = torch.float32
-    """Dtype of activations, caches and the returned latents (weights are cast on use if different)."""
-    chunk_size: int = 1
-    """Latent frames per model call after the first frame (4x as many pixel frames; zero-padded tail)."""
-    normalize_latents: bool = True
-    """Return normalised latents ((mu - mean) / std) instead of the raw posterior mean."""
-    seed: int = 0
-    """Seed of the random weights used when ``checkpoint_path`` is None."""
-    tiling: TilingConfig | None = None
-    """Exact spatial tiling (:mod:`framestream.tiling.wan_exact`; same result, less memory); None = untiled."""
+    compile: bool = False
+    """Run the chunk (and tile) calls under ``torch.compile``: one graph per chunk shape, reused for the stream."""
 
     def __post_init__(self) -> None:
         _check_common(self)
