@@ -10,7 +10,8 @@ from framestream.diffusion.schedulers.unipc import FlowMatchUniPCSchedulerConfig
 from framestream.models.wan.transformer import WAN22_TINY, WanDiT
 from framestream.models.wan.transformer.ti2v import WanTI2VTransformerConfig
 from framestream.models.wan.vae import tiny_wan22_arch
-from framestream.models.wan.vae.streaming import WanVAEDecoderConfig, WanVAEEncoderConfig
+from framestream.decoders.wan import WanVAEDecoderConfig
+from framestream.encoders.wan import WanVAEEncoderConfig
 from framestream.pipeline.config import StreamInferencePipelineConfig
 
 diffusers = pytest.importorskip("diffusers")

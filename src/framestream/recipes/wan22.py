@@ -48,7 +48,7 @@ from framestream.models.wan.transformer.config import (
 )
 from framestream.models.wan.transformer.i2v import WanI2VTransformerConfig
 from framestream.models.wan.transformer.ti2v import WanTI2VTransformerConfig
-from framestream.models.wan.vae.i2v_condition import WanI2VConditionEncoderConfig
+from framestream.encoders.wan_i2v import WanI2VConditionEncoderConfig
 from framestream.models.wan.vae.config import (
     WAN21_VAE_ARCH,
     WAN22_VAE_ARCH,
@@ -56,7 +56,8 @@ from framestream.models.wan.vae.config import (
     tiny_wan21_arch,
     tiny_wan22_arch,
 )
-from framestream.models.wan.vae.streaming import WanVAEDecoderConfig, WanVAEEncoderConfig
+from framestream.decoders.wan import WanVAEDecoderConfig
+from framestream.encoders.wan import WanVAEEncoderConfig
 from framestream.pipeline.config import StreamInferencePipelineConfig
 from framestream.recipes.wan import MissingWeightsError, _find_dit, _first, _text_encoder, _tiny_text_encoder
 
@@ -345,7 +346,7 @@ def with_image_conditioning(config: StreamInferencePipelineConfig) -> StreamInfe
     """The recipe with the pipeline encoder that turns a ``[B, 3, 1, H, W]`` image into its conditioning.
 
     TI2V: the Wan VAE encoder (the image becomes latent frame 0). I2V-A14B: the
-    :class:`~framestream.models.wan.vae.i2v_condition.WanI2VConditionEncoder` (mask + latents of
+    :class:`~framestream.encoders.wan_i2v.WanI2VConditionEncoder` (mask + latents of
     the image followed by black frames, sized to the transformer's frame count, so call this
     after changing ``num_frames``). The VAE is the recipe decoder's (same architecture and
     weights file). Raises ``ValueError`` (one line) for a text-to-video-only recipe.

@@ -87,14 +87,14 @@ def prompt_context_builder(pipeline: StreamInferencePipeline) -> Callable[[str],
         if transformer.context_encoder is not None:
             return lambda prompt: {"prompt": [prompt]}
         # Tiny recipes without a text encoder: the same prompt-seeded features `generate` uses.
-        from framestream.recipes.wan import _fallback_embeddings
+        from framestream.recipes.runner import fallback_embeddings
 
         text_dim = transformer.config.arch.text_dim
 
         def fallback(prompt: str) -> dict[str, Any]:
-            context = {"text_embeddings": _fallback_embeddings(prompt, text_dim)}
+            context = {"text_embeddings": fallback_embeddings(prompt, text_dim)}
             if transformer.guidance:
-                context["negative_text_embeddings"] = _fallback_embeddings("", text_dim)
+                context["negative_text_embeddings"] = fallback_embeddings("", text_dim)
             return context
 
         return fallback

@@ -11,7 +11,7 @@ The mask has one channel per pixel frame folded into a latent frame (the VAE's t
 factor 4): latent frame 0 covers the image (its first pixel frame repeated), so its 4 mask
 channels are 1; every later latent frame is 0.
 
-:class:`~framestream.models.wan.vae.i2v_condition.WanI2VConditionEncoder` is the pipeline
+:class:`~framestream.encoders.wan_i2v.WanI2VConditionEncoder` is the pipeline
 encoder that builds the ``[B, 20, F, h, w]`` condition from the ``[B, 3, 1, H, W]`` image;
 :class:`WanI2VTransformer` concatenates it.
 """

@@ -12,7 +12,7 @@ I2V result equals the encoded image exactly. Without an image the same model doe
 text-to-video with one timestep for every token.
 
 In a pipeline the image reaches the transformer as the per-AR-step ``input``: the
-pipeline's encoder (a Wan 2.2 :class:`~framestream.models.wan.vae.streaming.WanVAEEncoder`)
+pipeline's encoder (a Wan 2.2 :class:`~framestream.encoders.wan.WanVAEEncoder`)
 turns the ``[B, 3, 1, H, W]`` image into the normalised ``[B, 48, 1, h, w]`` latent.
 """
 

@@ -17,7 +17,7 @@ import torch
 
 from framestream.config import config_dataclass
 from framestream.encoders.base import EncoderConfig, StreamingEncoder, StreamingEncoderCache
-from framestream.models.wan.vae.streaming import WanVAEEncoderConfig
+from framestream.encoders.wan import WanVAEEncoderConfig
 
 __all__ = ["WanI2VConditionEncoder", "WanI2VConditionEncoderConfig", "first_frame_mask"]
 
