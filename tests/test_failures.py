@@ -393,8 +393,23 @@ def test_tile_size_auto_and_the_halo_warning(files, capsys, tmp_path):
     wide = tmp_path / "wide.safetensors"  # 256x256 px: big enough for tiling to save memory
     save_latents(wide, torch.randn(1, 16, 1, 32, 32, generator=torch.Generator().manual_seed(1)), LatentMetadata(vae="wan2.1"))
     capsys.readouterr()
-    # The estimator puts the untiled decode at ~101 MiB and 128 px tiles at ~85 MiB.
-    assert main(decode(files, wide, tmp_path / "a.npy", "--tile-size", "auto", "--memory-budget", "95MiB", "--json")) == 0
+    # A budget between the estimator's figures (tile-major order, uint8 output) for 128 px
+    # tiles and for one whole-frame tile: auto must pick 128 px tiles.
+    from framestream.tiling.planner import TilingConfig
+    from framestream.tiling.wan_budget import estimate_exact_decode_memory
+    from framestream.tiling.wan_exact import plan_exact_decode
+
+    vae = WanVAE(tiny_wan21_arch(), include_encoder=False).to("meta")
+    need = {
+        px: estimate_exact_decode_memory(
+            vae, plan_exact_decode(vae, (32, 32), TilingConfig(tile_size_px=px, tile_overlap_px=0)),
+            order="tile", latent_frames=1, out_dtype=torch.uint8,
+        ).total
+        for px in (128, 256)
+    }
+    assert need[128] < need[256], need
+    budget = f"{(need[128] + need[256]) // 2}B"
+    assert main(decode(files, wide, tmp_path / "a.npy", "--tile-size", "auto", "--tile-order", "tile", "--memory-budget", budget, "--json")) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["tiled"] and summary["tile_size"] == 128, summary
     assert main(decode(files, wide, tmp_path / "u.npy", "--tile-size", "auto", "--memory-budget", "1GiB", "--json")) == 0
