@@ -393,10 +393,11 @@ def test_tile_size_auto_and_the_halo_warning(files, capsys, tmp_path):
     wide = tmp_path / "wide.safetensors"  # 256x256 px: big enough for tiling to save memory
     save_latents(wide, torch.randn(1, 16, 1, 32, 32, generator=torch.Generator().manual_seed(1)), LatentMetadata(vae="wan2.1"))
     capsys.readouterr()
-    # The estimator puts the untiled decode at ~101 MiB and 128 px tiles at ~85 MiB.
-    assert main(decode(files, wide, tmp_path / "a.npy", "--tile-size", "auto", "--memory-budget", "95MiB", "--json")) == 0
+    # With the time-sliced decoder tail the estimator puts the untiled decode at ~74 MiB; in
+    # tile-major order (--tile-order tile) tiles of 128-192 px at ~27 MiB.
+    assert main(decode(files, wide, tmp_path / "a.npy", "--tile-size", "auto", "--memory-budget", "50MiB", "--tile-order", "tile", "--json")) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["tiled"] and summary["tile_size"] == 128, summary
+    assert summary["tiled"] and summary["tile_size"] < 256, summary
     assert main(decode(files, wide, tmp_path / "u.npy", "--tile-size", "auto", "--memory-budget", "1GiB", "--json")) == 0
     assert not json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tiled"]  # untiled fits
     diff = np.abs(np.load(tmp_path / "a.npy").astype(int) - np.load(tmp_path / "u.npy").astype(int))
