@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from framestream.distributed.comm import all_gather_uneven, broadcast, gather_uneven
 from framestream.distributed.runtime import ParallelRuntime
 from framestream.models.wan.vae.cache import WanCausalCache
-from framestream.models.wan.vae.model import WanVAE
+from framestream.models.wan.vae.model import WanVAE, padded_latent_chunks
 from framestream.tiling.batching import batch_schedule
 from framestream.tiling.wan_exact import ExactTile, ExactTilePlan
 
@@ -158,15 +158,11 @@ def iter_decode_parallel(
     calls = shares.calls[runtime.rank]
     caches = [WanCausalCache() for _ in calls]
     head_cache = WanCausalCache()
-    b, t = z.shape[0], z.shape[2]
+    b = z.shape[0]
     out_h, out_w = plan.out_hw
     pos = 0
-    for c0 in range(0, t, chunk_size):
-        chunk = z[:, :, c0 : c0 + chunk_size]
-        real = chunk.shape[2]
-        pad = chunk_size - real
-        if pad:
-            chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad))
+    for c0, chunk, pad in padded_latent_chunks(z, chunk_size):
+        real = chunk_size - pad
         n = vae.decoded_frames(real, c0 > 0)
         if head == "every_rank" or runtime.rank == 0:
             feat = vae.decode_head(chunk, head_cache, num_padded=pad, atomic=False)

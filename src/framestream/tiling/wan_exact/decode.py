@@ -6,10 +6,9 @@ from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from framestream.models.wan.vae.cache import WanCausalCache
-from framestream.models.wan.vae.model import WanVAE
+from framestream.models.wan.vae.model import WanVAE, padded_latent_chunks
 from framestream.tiling.planner import TilingConfig
 from framestream.tiling.wan_exact.plan import ExactTilePlan
 from framestream.tiling.wan_exact.state import WanTiledDecodeState, _resolve_plan
@@ -84,15 +83,11 @@ def iter_decode_tiled(
 def _decode_stream(
     vae: WanVAE, z: torch.Tensor, plan: ExactTilePlan, state: WanTiledDecodeState, k: int, atomic: bool
 ) -> Iterator[tuple[torch.Tensor, int]]:
-    b, t = z.shape[0], z.shape[2]
+    b = z.shape[0]
     out_h, out_w = plan.out_hw
     pos = 0
-    for c0 in range(0, t, k):
-        chunk = z[:, :, c0 : c0 + k]
-        real = chunk.shape[2]
-        pad = k - real
-        if pad:
-            chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad))
+    for _, chunk, pad in padded_latent_chunks(z, k):
+        real = k - pad
         n = vae.decoded_frames(real, state.started)
         head = _shallow(state.head) if atomic else state.head
         feat = vae.decode_head(chunk, head, num_padded=pad, atomic=atomic)
@@ -207,11 +202,7 @@ def _decode_tile_major(
     # (1) The head on every chunk (own cache, written through), keeping its latent-resolution features.
     head = WanCausalCache()
     feats: list[tuple[torch.Tensor, int]] = []
-    for c0 in range(0, t, k):
-        chunk = z[:, :, c0 : c0 + k]
-        pad = k - chunk.shape[2]
-        if pad:
-            chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad))
+    for _, chunk, pad in padded_latent_chunks(z, k):
         feats.append((vae.decode_head(chunk, head, num_padded=pad, atomic=False), pad))
         del chunk
     del head

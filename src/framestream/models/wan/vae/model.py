@@ -24,7 +24,7 @@ a video is split across calls (up to float rounding).
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -50,6 +50,7 @@ __all__ = [
     "ENCODER_FRONT_PREFIXES",
     "ENCODER_BACK_PREFIXES",
     "init_random_weights",
+    "padded_latent_chunks",
     "LOGVAR_RANGE",
 ]
 
@@ -336,11 +337,7 @@ class WanVAE(nn.Module):
         s = self.spatial_ratio
         out = z.new_empty(b, self.arch.output_pixel_channels, n_out, h * s, w * s)
         pos = 0
-        for start in range(0, t, chunk_size):
-            chunk = z[:, :, start : start + chunk_size]
-            pad = chunk_size - chunk.shape[2]
-            if pad:
-                chunk = F.pad(chunk, (0, 0, 0, 0, 0, pad))
+        for _, chunk, pad in padded_latent_chunks(z, chunk_size):
             frames = self.decode_chunk(chunk, cache, num_padded=pad, atomic=atomic)
             out[:, :, pos : pos + frames.shape[2]] = frames
             pos += frames.shape[2]
@@ -469,6 +466,18 @@ class WanVAE(nn.Module):
         device = generator.device if generator is not None else mean.device
         eps = torch.randn(mean.shape, generator=generator, device=device, dtype=torch.float32)
         return (mean.float() + torch.exp(0.5 * logvar.float()) * eps.to(mean.device)).to(mean.dtype)
+
+
+def padded_latent_chunks(z: torch.Tensor, chunk_size: int) -> Iterator[tuple[int, torch.Tensor, int]]:
+    """``(start, chunk, num_padded)`` for each static-shape chunk of ``chunk_size`` latent frames.
+
+    A short last chunk is zero-padded to ``chunk_size`` frames (static shapes); ``num_padded``
+    is what the chunk calls must keep out of the cache and trim from their output.
+    """
+    for start in range(0, z.shape[2], chunk_size):
+        chunk = z[:, :, start : start + chunk_size]
+        pad = chunk_size - chunk.shape[2]
+        yield start, (F.pad(chunk, (0, 0, 0, 0, 0, pad)) if pad else chunk), pad
 
 
 def init_random_weights(module: nn.Module, seed: int = 0) -> nn.Module:
