@@ -97,6 +97,17 @@ def _first(candidates: list[Path]) -> Path | None:
     return next((c for c in candidates if c.exists()), None)
 
 
+def _find_text_encoder(roots: list[Path], missing: list[str]) -> tuple[Path | None, Path | None]:
+    """The UMT5 encoder and its tokenizer (original or diffusers layout); what is absent is appended to ``missing``."""
+    text = _first([r / "models_t5_umt5-xxl-enc-bf16.pth" for r in roots] + [r / "text_encoder" for r in roots])
+    tokenizer = _first([r / "google" / "umt5-xxl" for r in roots] + [r / "tokenizer" for r in roots])
+    if text is None:
+        missing.append("text encoder: models_t5_umt5-xxl-enc-bf16.pth (or text_encoder/)")
+    if tokenizer is None:
+        missing.append("tokenizer: google/umt5-xxl/ (or tokenizer/)")
+    return text, tokenizer
+
+
 def _find_dit(roots: list[Path]) -> Path | None:
     for root in roots:
         if (root / "transformer").is_dir() and any((root / "transformer").glob("diffusion_pytorch_model*.safetensors")):
@@ -138,9 +149,7 @@ def resolve_wan_files(checkpoint_dir: str | Path, self_forcing: bool = False) ->
     roots = _roots(checkpoint_dir)
     dit = _find_self_forcing(checkpoint_dir) if self_forcing else _find_dit(roots)
     vae = _first([r / "Wan2.1_VAE.pth" for r in roots] + [r / "vae" for r in roots])
-    text = _first([r / "models_t5_umt5-xxl-enc-bf16.pth" for r in roots] + [r / "text_encoder" for r in roots])
-    tokenizer = _first([r / "google" / "umt5-xxl" for r in roots] + [r / "tokenizer" for r in roots])
-    missing = []
+    missing: list[str] = []
     if dit is None:
         missing.append(
             "DiT: self_forcing_dmd.pt (or checkpoints/self_forcing_dmd.pt)"
@@ -149,10 +158,7 @@ def resolve_wan_files(checkpoint_dir: str | Path, self_forcing: bool = False) ->
         )
     if vae is None:
         missing.append("VAE: Wan2.1_VAE.pth (or vae/)")
-    if text is None:
-        missing.append("text encoder: models_t5_umt5-xxl-enc-bf16.pth (or text_encoder/)")
-    if tokenizer is None:
-        missing.append("tokenizer: google/umt5-xxl/ (or tokenizer/)")
+    text, tokenizer = _find_text_encoder(roots, missing)
     if missing:
         lines = [f"missing Wan 2.1 weights in {checkpoint_dir}:"] + [f"  - {m}" for m in missing]
         lines.append(_DOWNLOAD_HELP.format(dir=checkpoint_dir))

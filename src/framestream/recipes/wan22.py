@@ -59,7 +59,14 @@ from framestream.models.wan.vae.config import (
 from framestream.decoders.wan import WanVAEDecoderConfig
 from framestream.encoders.wan import WanVAEEncoderConfig
 from framestream.pipeline.config import StreamInferencePipelineConfig
-from framestream.recipes.wan import MissingWeightsError, _find_dit, _first, _text_encoder, _tiny_text_encoder
+from framestream.recipes.wan import (
+    MissingWeightsError,
+    _find_dit,
+    _find_text_encoder,
+    _first,
+    _text_encoder,
+    _tiny_text_encoder,
+)
 
 __all__ = [
     "WAN22_RECIPES",
@@ -153,12 +160,7 @@ def resolve_wan22_files(checkpoint_dir: str | Path, model: str = "ti2v-5b") -> W
             missing.append("low-noise DiT: low_noise_model/ (or transformer_2/)")
         if vae is None:
             missing.append("VAE: Wan2.1_VAE.pth (or vae/)")
-    text = _first([r / "models_t5_umt5-xxl-enc-bf16.pth" for r in roots] + [r / "text_encoder" for r in roots])
-    tokenizer = _first([r / "google" / "umt5-xxl" for r in roots] + [r / "tokenizer" for r in roots])
-    if text is None:
-        missing.append("text encoder: models_t5_umt5-xxl-enc-bf16.pth (or text_encoder/)")
-    if tokenizer is None:
-        missing.append("tokenizer: google/umt5-xxl/ (or tokenizer/)")
+    text, tokenizer = _find_text_encoder(roots, missing)
     if missing:
         lines = [f"missing Wan 2.2 {model.upper()} weights in {checkpoint_dir}:"] + [f"  - {m}" for m in missing]
         raise MissingWeightsError("\n".join(lines + [help_line]))
