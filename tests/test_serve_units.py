@@ -129,3 +129,12 @@ def test_serve_cli_reports_a_busy_port_in_one_line(capsys) -> None:
         port = taken.getsockname()[1]
         assert main(["serve", "demo", "--port", str(port), "--no-webrtc"]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_serve_knows_every_generate_recipe() -> None:
+    from framestream.recipes import RECIPES
+    from framestream.serve.recipes import recipe_names, resolve_recipe
+
+    assert recipe_names() == ["demo", *RECIPES]
+    served = resolve_recipe("wan2.2-ti2v-5b-tiny")  # a Wan 2.2 recipe, text-to-video without --image
+    assert served.random_weights and served.config.encoder is None

@@ -53,7 +53,6 @@ __all__ = [
     "wan21_self_forcing_1_3b",
     "wan21_t2v_1_3b_tiny",
     "wan21_self_forcing_1_3b_tiny",
-    "recipe_summary",
     "prepare_recipe",
     "generate_video",
     "iter_video_blocks",
@@ -325,14 +324,6 @@ RECIPES: dict[str, Callable[..., StreamInferencePipelineConfig]] = {
 }
 """Recipe name -> function ``(checkpoint_dir | None, *, seed) -> StreamInferencePipelineConfig``.
 For ``-tiny`` recipes the positional argument is an optional small UMT5 directory instead."""
-
-TINY_RECIPES = frozenset(name for name in RECIPES if name.endswith("-tiny"))
-
-
-def recipe_summary(name: str) -> str:
-    """First line of a recipe's docstring."""
-    doc = (RECIPES[name].__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
 
 
 # ============================================================================ runner

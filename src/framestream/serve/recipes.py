@@ -26,7 +26,7 @@ class ServedRecipe:
 
 def recipe_names() -> list[str]:
     """Every recipe ``framestream serve`` accepts."""
-    from framestream.recipes.wan import RECIPES
+    from framestream.recipes.registry import RECIPES
 
     return ["demo", *RECIPES]
 
@@ -51,7 +51,8 @@ def resolve_recipe(
         blocks = 64 if max_blocks is None else max_blocks
         random_weights = True
     else:
-        from framestream.recipes.wan import RECIPES, TINY_RECIPES, prepare_recipe
+        from framestream.recipes.registry import RECIPES, TINY_RECIPES
+        from framestream.recipes.wan import prepare_recipe
 
         if name not in RECIPES:
             raise ValueError(f"unknown recipe {name!r}; choose one of: {', '.join(recipe_names())}")
