@@ -21,12 +21,15 @@ RANDOM_WEIGHTS_NOTICE = (
 )
 
 
-def check_video_output(output: Path, *, overwrite: bool, fps: float, device: str, command: str):
-    """Checks of a streamed video output that run before any model is built; returns the torch device."""
+def check_video_output(output: Path, *, overwrite: bool, fps: float | None, device: str, command: str):
+    """Checks of a streamed video output that run before any model is built; returns the torch device.
+
+    ``fps=None``: the frame rate comes from the recipe later (always positive), nothing to check.
+    """
     from framestream.io.atomic import check_new_output, check_writable
     from framestream.jobs.checks import resolve_device
 
-    if fps <= 0:
+    if fps is not None and fps <= 0:
         raise ValueError(f"--fps must be > 0, got {fps}")
     if not output.suffix:
         raise ValueError(f"-o {output}: {command} writes a video; give a file name such as out.mp4")

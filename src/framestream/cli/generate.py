@@ -106,9 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.print_config:
         from framestream.cli.demo import check_video_output
 
-        # The recipe's own fps (used when --fps is not given) is always positive.
-        fps_to_check = args.fps if args.fps is not None else 1.0
-        check_video_output(args.output, overwrite=args.overwrite, fps=fps_to_check, device=args.device, command="generate")
+        check_video_output(args.output, overwrite=args.overwrite, fps=args.fps, device=args.device, command="generate")
     if (args.resize or args.crop) and args.image is None:
         raise ValueError("--resize / --crop fit the --image; without an image set the size with "
                          "--diffusion-model.transformer.height / --diffusion-model.transformer.width (latent units)")
