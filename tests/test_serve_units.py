@@ -138,3 +138,5 @@ def test_serve_knows_every_generate_recipe() -> None:
     assert recipe_names() == ["demo", *RECIPES]
     served = resolve_recipe("wan2.2-ti2v-5b-tiny")  # a Wan 2.2 recipe, text-to-video without --image
     assert served.random_weights and served.config.encoder is None
+    with pytest.raises(ValueError, match="two-expert A14B recipes run with framestream generate"):
+        resolve_recipe("wan2.2-t2v-a14b-tiny")

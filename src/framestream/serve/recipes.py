@@ -69,6 +69,10 @@ def resolve_recipe(
         raise ValueError(f"{name}: serve runs text-to-video pipelines; this one needs a per-step encoder input")
     if config.decoder is None:
         raise ValueError(f"{name}: serve needs a pipeline with a decoder (it streams RGB frames)")
+    from framestream.diffusion.two_expert import TwoExpertTransformerConfig
+
+    if isinstance(config.diffusion_model.transformer, TwoExpertTransformerConfig):
+        raise ValueError(f"{name}: serve streams one-transformer recipes; the two-expert A14B recipes run with framestream generate")
     if config.diffusion_model.transformer.batch_size != 1:  # type: ignore[attr-defined]
         raise ValueError(f"{name}: serve streams one video per session: transformer.batch_size must be 1")
     config = derive_config(config, **{"diffusion_model.seed": None})
