@@ -53,11 +53,13 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         out = func(*args, **(kwargs or {}))
+        # A view of an argument (a reshaped weight, a slice of the input) allocates nothing.
+        inputs = {a.untyped_storage().data_ptr() for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 key, n = storage.data_ptr(), storage.nbytes()
-                if n and key not in self.live:
+                if n and key not in self.live and key not in inputs:
                     self.live[key] = (n, self.label)
                     self.total += n
                     weakref.finalize(storage, self._free, key)

@@ -227,6 +227,9 @@ class CausalConv3d(nn.Module):
         """
         b, c, t, h, w = x.shape
         ctx, (_, ph, pw) = self.context, self.spatial_padding
+        weight, bias = _like(self.weight, x), _like(self.bias, x)
+        if t == 1 and self.kernel_size[0] == ctx + 1 and self.stride == (1, 1, 1):
+            return self._one_frame(prev, x, weight, bias).unsqueeze(2)
         buf = x.new_empty(b, c, ctx + t, h + 2 * ph, w + 2 * pw)
         if ph:
             buf[:, :, :, :ph].zero_()
@@ -240,7 +243,25 @@ class CausalConv3d(nn.Module):
         else:
             inner[:, :, :ctx].copy_(prev[:, :, prev.shape[2] - ctx :])
         inner[:, :, ctx:].copy_(x)
-        return F.conv3d(buf, _like(self.weight, x), _like(self.bias, x), self.stride)
+        return F.conv3d(buf, weight, bias, self.stride)
+
+    def _one_frame(
+        self, prev: torch.Tensor | None, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        """One output frame (time slices, a stream's first frame) as a sum of 2D convs, one per
+        temporal tap: no padded context buffer (three input frames), and CPU conv3d with a
+        single output frame is up to 6x slower. Zero context frames contribute nothing."""
+        ctx, (_, ph, pw) = self.context, self.spatial_padding
+        taps = [None if prev is None else prev[:, :, prev.shape[2] - ctx + k] for k in range(ctx)]
+        taps.append(x[:, :, 0])
+        y: torch.Tensor | None = None
+        for k in range(ctx, -1, -1):  # the newest frame first: it carries the bias
+            if taps[k] is None:
+                continue
+            term = F.conv2d(taps[k], weight[:, :, k], bias if y is None else None, padding=(ph, pw))
+            y = term if y is None else y.add_(term)
+        assert y is not None
+        return y
 
 
 class Conv2dParams(nn.Module):
@@ -379,25 +400,30 @@ class Resample(nn.Module):
         b, c2, t, h, w = y.shape
         return y.reshape(b, 2, c2 // 2, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c2 // 2, 2 * t, h, w)
 
-    def forward(self, x: torch.Tensor, run: ChunkRun) -> torch.Tensor:
-        conv = self.resample[1]
-        if self.mode.startswith("up"):
-            if self.mode == "upsample3d":
-                if self.is_first_chunk(run):
-                    first, rest = x[:, :, :1], x[:, :, 1:]
-                    if rest.shape[2]:
-                        x = torch.cat([first, self._double_frames(rest, run)], dim=2)
-                    else:
-                        b, c, _, h, w = x.shape
-                        run.write(self.time_conv.cache_key, x.new_zeros(b, c, CACHE_T, h, w))
-                        x = first
-                else:
-                    x = self._double_frames(x, run)
-            b, c, t, h, w = x.shape
-            # Nearest 2x: a plain copy, bit-identical to an fp32 "nearest-exact" resize.
-            x = x[:, :, :, :, None, :, None].expand(b, c, t, h, 2, w, 2).reshape(b, c, t, 2 * h, 2 * w)
-            return conv.per_frame(x, padding=1)
+    def upsample_time(self, x: torch.Tensor, run: ChunkRun) -> torch.Tensor:
+        """The temporal half of ``upsample3d`` (frames doubled, "Rep" rule); identity for ``upsample2d``."""
+        if self.mode != "upsample3d":
+            return x
+        if not self.is_first_chunk(run):
+            return self._double_frames(x, run)
+        first, rest = x[:, :, :1], x[:, :, 1:]
+        if rest.shape[2]:
+            return torch.cat([first, self._double_frames(rest, run)], dim=2)
+        b, c, _, h, w = x.shape
+        run.write(self.time_conv.cache_key, x.new_zeros(b, c, CACHE_T, h, w))
+        return first
 
+    def upsample_space(self, x: torch.Tensor) -> torch.Tensor:
+        """The spatial half of an upsampler: nearest 2x, then the 3x3 conv, frame by frame."""
+        b, c, t, h, w = x.shape
+        # Nearest 2x: a plain copy, bit-identical to an fp32 "nearest-exact" resize.
+        x = x[:, :, :, :, None, :, None].expand(b, c, t, h, 2, w, 2).reshape(b, c, t, 2 * h, 2 * w)
+        return self.resample[1].per_frame(x, padding=1)
+
+    def forward(self, x: torch.Tensor, run: ChunkRun) -> torch.Tensor:
+        if self.mode.startswith("up"):
+            return self.upsample_space(self.upsample_time(x, run))
+        conv = self.resample[1]
         x = conv.per_frame(F.pad(x, (0, 1, 0, 1)), stride=2)
         if self.mode == "downsample2d":
             return x
@@ -531,11 +557,17 @@ class UpBlock(nn.Module):
         self.upsamplers = nn.ModuleList([Resample(out_dim, mode, time_scale=time_scale)]) if mode else None
 
     def forward(self, x: torch.Tensor, run: ChunkRun) -> torch.Tensor:
+        return self.forward_space(self.forward_time(x, run))
+
+    def forward_time(self, x: torch.Tensor, run: ChunkRun) -> torch.Tensor:
+        """The residual blocks and the temporal half of the upsampler (frames final in number)."""
         for block in self.resnets:
             x = block(x, run)
-        if self.upsamplers is not None:
-            x = self.upsamplers[0](x, run)
-        return x
+        return x if self.upsamplers is None else self.upsamplers[0].upsample_time(x, run)
+
+    def forward_space(self, x: torch.Tensor) -> torch.Tensor:
+        """The spatial half of the upsampler: frame-local, so it can run on time slices."""
+        return x if self.upsamplers is None else self.upsamplers[0].upsample_space(x)
 
 
 class ResidualUpBlock(nn.Module):
@@ -713,12 +745,20 @@ class Decoder(nn.Module):
         activations) run on slices of that many frames (:func:`run_time_sliced`).
         """
         split = self.full_rate_from
+        # The last temporal upsampler's spatial half is frame-local: it joins the time slices,
+        # so its 2x-upsampled input never exists for a whole chunk (Wan 2.1 up blocks).
+        last = self.up_blocks[split - 1] if split else None
+        space_in_slices = isinstance(last, UpBlock)
         for i, block in enumerate(self.up_blocks[:split]):
-            x = block(x, run)
-            if after_block is not None:
+            x = block.forward_time(x, run) if space_in_slices and i == split - 1 else block(x, run)
+            if after_block is not None and not (space_in_slices and i == split - 1):
                 x = after_block(i, x)
 
         def full_rate(y: torch.Tensor, sub: ChunkRun | SliceRun) -> torch.Tensor:
+            if space_in_slices:
+                y = last.forward_space(y)
+                if after_block is not None:
+                    y = after_block(split - 1, y)
             for i, block in enumerate(self.up_blocks[split:], split):
                 y = block(y, sub)
                 if after_block is not None:
