@@ -150,6 +150,7 @@ def _vae_decode(check: _Check, hw: tuple[int, int]) -> dict[str, Any]:
         out["untiled"] = check.measure(lambda: vae.decode(z, chunk_size=1))
         out["exact_tiled"] = check.measure(lambda: decode_tiled(vae, z, tiling))
         out["exact_tiled_tile_major"] = check.measure(lambda: decode_tiled(vae, z, tiling, order="tile"))
+        out["exact_tiled_offloaded_caches"] = check.measure(lambda: decode_tiled(vae, z, tiling, offload_caches=True))
         vae.compile_chunks(backend=check.compile_backend)
         out["compiled_untiled"] = check.measure(lambda: vae.decode(z, chunk_size=1, cache=WanCausalCache()))
     return out

@@ -57,7 +57,7 @@ def parse_tile_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"takes a size in pixels or 'auto', got {text!r}") from None
 
 
-def add_tiling_arguments(parser: argparse.ArgumentParser, *, auto: bool = False) -> None:
+def add_tiling_arguments(parser: argparse.ArgumentParser, *, auto: bool = False, offload: bool = False) -> None:
     group = parser.add_argument_group("tiling (exact: same result as untiled, less memory)")
     group.add_argument(
         "--tile-size",
@@ -84,6 +84,13 @@ def add_tiling_arguments(parser: argparse.ArgumentParser, *, auto: bool = False)
         "batch over the whole clip with one batch's caches alive at a time (lowest memory; decode writes "
         "frames at the end)",
     )
+    if offload:
+        group.add_argument(
+            "--offload-caches",
+            action="store_true",
+            help="with --tile-order frame on CUDA: idle tiles' caches wait in pinned host memory, so the GPU holds "
+            "one tile's cache at a time (exact, slower); no effect on the CPU",
+        )
 
 
 def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
@@ -121,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("mp4", "png", "npy", "safetensors"), default=None, help="output format (default: from the output path)")
     add_overwrite_argument(parser)
     add_model_arguments(parser, vae_required=False, taehv=True)
-    add_tiling_arguments(parser, auto=True)
+    add_tiling_arguments(parser, auto=True, offload=True)
     parser.add_argument("--fps", type=float, default=None, help="frame rate (default: the latent file's, else 16)")
     parser.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 (lossless) .. 51 (default: 18)")
     parser.set_defaults(func=run)
@@ -171,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
     tiling = None if auto else jobs.make_tiling(args.tile_size, args.tile_overlap, args.tile_batch_size, factor)
     if args.tile_order == "tile" and tiling is None and not auto:
         raise ValueError("--tile-order tile needs --tile-size")
+    if args.offload_caches and (args.tile_order != "frame" or version == "ltx2" or (tiling is None and not auto)):
+        raise ValueError("--offload-caches needs Wan exact tiling (--tile-size) in --tile-order frame")
     options = jobs.DecodeOptions(
         version=version,
         dtype=dtype,
@@ -178,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=args.chunk,
         tiling=tiling,
         tile_order=args.tile_order,
+        offload_caches=args.offload_caches,
         device=device,
         crf=args.crf,
         threads=1 if device.type == "cpu" else None,
@@ -191,7 +201,10 @@ def run(args: argparse.Namespace) -> int:
     vae = options.load_vae(args.checkpoint)
     if auto:
         budget = budget if budget is not None else default_memory_budget(device)
-        tiling = auto_decode_tiling(vae, tuple(z.shape), budget, dtype=dtype, chunk_size=args.chunk, order=args.tile_order)
+        offload = args.offload_caches and device.type == "cuda"  # on the CPU the caches never leave host memory
+        tiling = auto_decode_tiling(
+            vae, tuple(z.shape), budget, dtype=dtype, chunk_size=args.chunk, order=args.tile_order, offload_caches=offload
+        )
         options = dataclasses.replace(options, tiling=tiling, tile_order=args.tile_order if tiling else "frame")
     else:
         warn_about_halo(vae, "decode", (z.shape[3], z.shape[4]), tiling)

@@ -128,6 +128,7 @@ def iter_decode(
     chunk_size: int = 1,
     tiling: TilingConfig | None = None,
     tile_order: str = "frame",
+    offload_caches: bool = False,
 ) -> Iterator[tuple[torch.Tensor, int]]:
     """Decode un-normalised latents ``(1, C, T, h, w)`` to ``(frames (1, 3, t, H, W), start_index)`` chunks.
 
@@ -135,7 +136,7 @@ def iter_decode(
     for the whole stream. Tiled: :func:`framestream.tiling.wan_exact.iter_decode_tiled`
     (``tile_order="frame"``, frames streamed per chunk), or the tile-major low-memory
     decode (``"tile"``: one tile batch's caches alive at a time, the whole video returned
-    at the end as uint8). The chunks cover the ``1 + 4(T-1)`` frames in order, each once.
+    at the end as uint8); ``offload_caches`` as in ``iter_decode_tiled``. The chunks cover the ``1 + 4(T-1)`` frames in order, each once.
     """
     check_chunk(chunk_size)
     if tile_order not in ("frame", "tile"):
@@ -154,7 +155,7 @@ def iter_decode(
         yield wan_exact_module().decode_tiled(vae, z, tiling, chunk_size=chunk_size, order="tile", out_dtype=torch.uint8), 0
         return
     if tiling is not None:
-        yield from wan_exact_module().iter_decode_tiled(vae, z, tiling, chunk_size=chunk_size)
+        yield from wan_exact_module().iter_decode_tiled(vae, z, tiling, chunk_size=chunk_size, offload_caches=offload_caches)
         return
     from framestream.models.wan.vae.cache import WanCausalCache
 
@@ -174,6 +175,7 @@ def decode_to_sink(
     chunk_size: int = 1,
     tiling: TilingConfig | None = None,
     tile_order: str = "frame",
+    offload_caches: bool = False,
     progress: bool = True,
     chunks: Iterable[tuple[torch.Tensor, int]] | None = None,
 ) -> int:
@@ -202,7 +204,9 @@ def decode_to_sink(
             expected = 0
             with torch.inference_mode():
                 if chunks is None:
-                    chunks = iter_decode(vae, z, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order)
+                    chunks = iter_decode(
+                        vae, z, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, offload_caches=offload_caches
+                    )
                 for frames, start in chunks:
                     if start != expected:
                         raise RuntimeError(f"decoder yielded frames from {start}, expected {expected}")
@@ -256,8 +260,8 @@ def decode_one(
         metadata={"vae": vae_name(options.version), "fps": fps, "source": str(item.source)},
     )
     frames = decode_to_sink(
-        vae, z, sink, chunk_size=options.chunk_size, tiling=options.tiling, tile_order=options.tile_order, progress=options.progress,
-        chunks=chunks(z) if chunks is not None else None,
+        vae, z, sink, chunk_size=options.chunk_size, tiling=options.tiling, tile_order=options.tile_order,
+        offload_caches=options.offload_caches, progress=options.progress, chunks=chunks(z) if chunks is not None else None,
     )
     return DecodeResult(
         output=item.output, format=fmt, frames=frames, height=z.shape[3] * factor, width=z.shape[4] * factor, fps=fps

@@ -30,6 +30,8 @@ class VaeJobOptions:
     """Exact spatial tiling; ``None``: untiled."""
     tile_order: str = "frame"
     """``"frame"`` (streamed) or ``"tile"`` (tile-major, lowest memory)."""
+    offload_caches: bool = False
+    """Frame order: keep idle tile caches in pinned host memory (CUDA; exact, slower)."""
     device: torch.device = torch.device("cpu")
     overwrite: bool = False
     """Replace an existing output (else it is refused)."""

@@ -112,6 +112,7 @@ def auto_decode_tiling(
     dtype: torch.dtype,
     chunk_size: int,
     order: str = "frame",
+    offload_caches: bool = False,
 ) -> TilingConfig | None:
     """The largest exact tile (then tile batch) whose estimated peak fits ``budget_bytes``; ``None``: untiled fits.
 
@@ -131,6 +132,7 @@ def auto_decode_tiling(
             order=order,
             latent_frames=latent_shape[2] if order == "tile" else None,
             out_dtype=torch.uint8 if order == "tile" else None,
+            offload_caches=offload_caches,
         )
     except ValueError as err:
         raise ValueError(f"--memory-budget: {err}; raise the budget or lower --chunk") from None

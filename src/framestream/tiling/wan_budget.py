@@ -165,6 +165,7 @@ def estimate_exact_decode_memory(
     order: Literal["frame", "tile"] = "frame",
     latent_frames: int | None = None,
     out_dtype: torch.dtype | None = None,
+    offload_caches: bool = False,
 ) -> ExactDecodeMemory:
     """Estimated peak bytes of decoding with ``plan`` (weights not included).
 
@@ -185,6 +186,8 @@ def estimate_exact_decode_memory(
     ``out_dtype`` (default ``dtype``) included: the larger of the head phase (head cache,
     head activations, the head features of all chunks) and the tail phase (the head
     features, the output, one call's cache and activations); ``atomic_chunks`` is ignored.
+    ``offload_caches`` (frame order) counts device memory with idle tile caches in host
+    memory: the largest call's cache instead of every tile's.
     """
     if plan.kind != "decode":
         raise ValueError("estimate_exact_decode_memory needs a decode plan")
@@ -222,6 +225,8 @@ def estimate_exact_decode_memory(
             head_cache * e, call_cache * e, head_peak * e, call_peak * e, held, total, "tile"
         )
     chunk_io = b * (c_head * k * h * w + pixels * k * r)
+    if offload_caches:
+        tail_cache = call_cache
     # Atomic chunks hold old and new caches until the commit; write-through holds one copy.
     caches = 2 * (head_cache + tail_cache) if atomic_chunks else head_cache + tail_cache
     total = caches + max(head_peak, chunk_io + call_peak)
@@ -242,6 +247,7 @@ def choose_exact_tiling(
     order: Literal["frame", "tile"] = "frame",
     latent_frames: int | None = None,
     out_dtype: torch.dtype | None = None,
+    offload_caches: bool = False,
 ) -> TilingChoice:
     """Largest square owned tile (px), then the largest tile batch, whose estimate fits the budget.
 
@@ -275,6 +281,7 @@ def choose_exact_tiling(
             order=order,
             latent_frames=latent_frames,
             out_dtype=out_dtype,
+            offload_caches=offload_caches,
         )
 
     def plan_for(tile: int, batch: int) -> ExactTilePlan:

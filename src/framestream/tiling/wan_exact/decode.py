@@ -21,6 +21,7 @@ from framestream.tiling.wan_exact.tile_calls import (
     _shallow,
     _stage_hook,
 )
+from framestream.utils.host_memory import release_freed_host_memory
 
 __all__ = ["iter_decode_tiled", "decode_tiled"]
 
@@ -61,6 +62,7 @@ def iter_decode_tiled(
     state: WanTiledDecodeState | None = None,
     staged: bool = True,
     atomic_chunks: bool = False,
+    offload_caches: bool = False,
 ) -> Iterator[tuple[torch.Tensor, int]]:
     """Decode latents ``(B, z_dim, T, h, w)`` exactly, tile by tile, yielding ``(frames, start)``.
 
@@ -74,14 +76,17 @@ def iter_decode_tiled(
     Gradients are not tracked. ``atomic_chunks=False`` replaces each call's cache as soon
     as the call is done instead of at the end of the chunk: about half the cache memory,
     but a failure inside a chunk then leaves the state unusable (it refuses to continue).
+    ``offload_caches=True`` keeps every tile call's cache in (pinned) host memory except
+    during its own call, so the device holds one call's cache instead of a whole frame's
+    (exact; it costs two host-device copies of each cache per chunk; a no-op on the CPU).
     """
     plan, state = _prepare_decode(vae, z, tiling, chunk_size, state, staged)
-    return _decode_stream(vae, z, plan, state, chunk_size, bool(atomic_chunks))
+    return _decode_stream(vae, z, plan, state, chunk_size, bool(atomic_chunks), bool(offload_caches))
 
 
 @torch.no_grad()
 def _decode_stream(
-    vae: WanVAE, z: torch.Tensor, plan: ExactTilePlan, state: WanTiledDecodeState, k: int, atomic: bool
+    vae: WanVAE, z: torch.Tensor, plan: ExactTilePlan, state: WanTiledDecodeState, k: int, atomic: bool, offload: bool
 ) -> Iterator[tuple[torch.Tensor, int]]:
     b = z.shape[0]
     out_h, out_w = plan.out_hw
@@ -93,9 +98,10 @@ def _decode_stream(
         feat = vae.decode_head(chunk, head, num_padded=pad, atomic=atomic)
         del chunk
         out, calls = _run_tile_calls(
-            vae.decode_tail, feat, plan, state, pad, atomic, lambda y: y.new_empty(b, y.shape[1], n, out_h, out_w)
+            vae.decode_tail, feat, plan, state, pad, atomic, lambda y: y.new_empty(b, y.shape[1], n, out_h, out_w), offload
         )
         del feat
+        release_freed_host_memory(out)
         assert out.shape[2] == n
         # Commit the whole chunk, right before handing its frames out.
         state.plan, state.batch_size, state.head, state.calls = plan, b, head, tuple(calls)
@@ -119,6 +125,7 @@ def decode_tiled(
     on_frames_ready: Callable[[torch.Tensor, int], None] | None = None,
     order: Literal["frame", "tile"] = "frame",
     out_dtype: torch.dtype | None = None,
+    offload_caches: bool = False,
 ) -> torch.Tensor:
     """Whole-call form of :func:`iter_decode_tiled`: the output is allocated once and filled.
 
@@ -129,7 +136,7 @@ def decode_tiled(
     ``order="frame"`` (default) walks chunks in the outer loop, every tile per chunk (the
     streaming order of :func:`iter_decode_tiled`): frames are final chunk by chunk, but the
     tail caches of *all* tiles (about a full-frame cache at every decoder layer) stay alive
-    for the whole call.
+    for the whole call (unless ``offload_caches``, see :func:`iter_decode_tiled`).
 
     ``order="tile"`` is the low-memory mode: the head (mid-block attention, latent
     resolution) runs over all chunks first and its features of every chunk are kept (small:
@@ -140,7 +147,7 @@ def decode_tiled(
     Frames are final only at the end (``on_frames_ready`` then runs for every chunk, in
     order): use the frame-major stream when frames are needed early. It decodes a
     self-contained video: ``state`` must be ``None`` (``ValueError`` otherwise), and
-    ``atomic_chunks`` has no effect (no state to protect; caches are written through).
+    ``atomic_chunks`` and ``offload_caches`` have no effect (no state to protect; one cache alive).
 
     ``out_dtype``: dtype of the returned video (default: the latents'). ``torch.uint8``
     converts every tile's (or chunk's) pixels with
@@ -171,7 +178,7 @@ def decode_tiled(
                 on_frames_ready(output[:, :, start : start + n], start)
         return output
     output = z.new_empty(shape, dtype=out_dtype or z.dtype)
-    for frames, start in _decode_stream(vae, z, plan, state, chunk_size, bool(atomic_chunks)):
+    for frames, start in _decode_stream(vae, z, plan, state, chunk_size, bool(atomic_chunks), bool(offload_caches)):
         output[:, :, start : start + frames.shape[2]] = convert(frames)
         if on_frames_ready is not None:
             on_frames_ready(frames, start)
@@ -219,5 +226,6 @@ def _decode_tile_major(
             assert y.shape[2] == n
             _scatter(output[:, :, start : start + n], y, group, b, convert)
             del y
+            release_freed_host_memory(output)
         del cache
     return output

@@ -14,6 +14,7 @@ from framestream.tiling.planner import TilingConfig
 from framestream.tiling.wan_exact.plan import ExactTilePlan
 from framestream.tiling.wan_exact.state import WanTiledEncodeState, _resolve_plan
 from framestream.tiling.wan_exact.tile_calls import _check_chunk_size, _gather, _run_tile_calls, _scatter, _shallow, _stage_hook
+from framestream.utils.host_memory import release_freed_host_memory
 
 __all__ = ["iter_encode_tiled", "encode_tiled"]
 
@@ -61,6 +62,7 @@ def iter_encode_tiled(
     state: WanTiledEncodeState | None = None,
     staged: bool = True,
     atomic_chunks: bool = False,
+    offload_caches: bool = False,
 ) -> Iterator[tuple[torch.Tensor, int]]:
     """Encode a video in [-1, 1] exactly, tile by tile, yielding ``(moments, start)`` per chunk.
 
@@ -69,10 +71,10 @@ def iter_encode_tiled(
     is the chunk's first latent within this call. Chunks follow :meth:`WanVAE.encode`: the
     stream's first frame alone, then ``4*chunk_size`` frames (a short last chunk is
     zero-padded). Equals the untiled encode up to float rounding. Gradients are not tracked.
-    ``state`` and ``atomic_chunks`` work as in :func:`iter_decode_tiled`.
+    ``state``, ``atomic_chunks`` and ``offload_caches`` work as in :func:`iter_decode_tiled`.
     """
     plan, state = _prepare_encode(vae, x, tiling, chunk_size, state, staged)
-    return _encode_stream(vae, x, plan, state, chunk_size, bool(atomic_chunks))
+    return _encode_stream(vae, x, plan, state, chunk_size, bool(atomic_chunks), bool(offload_caches))
 
 
 def _encode_spans(t: int, k: int, r: int, started: bool) -> list[tuple[int, int, int, int]]:
@@ -100,7 +102,7 @@ def _pixel_chunk(x: torch.Tensor, start: int, used: int, pad: int, r: int) -> to
 
 @torch.no_grad()
 def _encode_stream(
-    vae: WanVAE, x: torch.Tensor, plan: ExactTilePlan, state: WanTiledEncodeState, k: int, atomic: bool
+    vae: WanVAE, x: torch.Tensor, plan: ExactTilePlan, state: WanTiledEncodeState, k: int, atomic: bool, offload: bool
 ) -> Iterator[tuple[torch.Tensor, int]]:
     b = x.shape[0]
     r = vae.temporal_ratio
@@ -109,9 +111,11 @@ def _encode_stream(
     for start, used, real, pad in _encode_spans(x.shape[2], k, r, state.started):
         chunk = _pixel_chunk(x, start, used, pad, r)
         feats, calls = _run_tile_calls(
-            vae.encode_front, chunk, plan, state, pad, atomic, lambda y: y.new_empty(b, y.shape[1], y.shape[2], grid_h, grid_w)
+            vae.encode_front, chunk, plan, state, pad, atomic, lambda y: y.new_empty(b, y.shape[1], y.shape[2], grid_h, grid_w),
+            offload,
         )
         del chunk
+        release_freed_host_memory(feats)
         back = _shallow(state.back) if atomic else state.back
         moments = vae.encode_back(feats, back, num_padded=pad, atomic=atomic)
         del feats
@@ -144,6 +148,7 @@ def _encode_tile_major(vae: WanVAE, x: torch.Tensor, plan: ExactTilePlan, k: int
                 feats[i] = y.new_empty(b, y.shape[1], y.shape[2], grid_h, grid_w)
             _scatter(feats[i], y, group, b)
             del y, chunk
+            release_freed_host_memory(x)
         del cache
     back = WanCausalCache()
     pos = 0
@@ -164,6 +169,7 @@ def encode_tiled(
     atomic_chunks: bool = False,
     return_logvar: bool = False,
     order: Literal["frame", "tile"] = "frame",
+    offload_caches: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Whole-call form of :func:`iter_encode_tiled`, returning what :meth:`WanVAE.encode` returns:
     the posterior mean, or ``(mean, clamped logvar)`` with ``return_logvar``.
@@ -174,6 +180,7 @@ def encode_tiled(
     are kept, then the back (mid-block attention) runs over them. Only one batch's front
     caches are alive at a time, instead of every tile's (which, with halos, can exceed the
     untiled cache). Same result as ``order="frame"``; ``state`` must be ``None``.
+    ``offload_caches`` (frame order) as in :func:`iter_decode_tiled`.
     """
     if order not in ("frame", "tile"):
         raise ValueError(f"order must be 'frame' or 'tile', got {order!r}")
@@ -190,7 +197,7 @@ def encode_tiled(
     if order == "tile":
         _encode_tile_major(vae, x, plan, chunk_size, moments)
     else:
-        for m, start in _encode_stream(vae, x, plan, state, chunk_size, bool(atomic_chunks)):
+        for m, start in _encode_stream(vae, x, plan, state, chunk_size, bool(atomic_chunks), bool(offload_caches)):
             moments[:, :, start : start + m.shape[2]] = m
     mean = moments[:, :zd].contiguous()
     if not return_logvar:

@@ -56,6 +56,18 @@ def _shallow(cache: WanCausalCache) -> WanCausalCache:
     return WanCausalCache(dict(cache.slots))
 
 
+def _cache_on(cache: WanCausalCache, device: torch.device) -> WanCausalCache:
+    """A copy of ``cache`` on ``device``; host copies of device tensors are pinned, so both
+    directions run asynchronously on the current stream (stream order keeps them exact)."""
+    slots = {}
+    for key, t in cache.slots.items():
+        if device.type == "cpu" and t.device.type == "cuda":
+            slots[key] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+        else:
+            slots[key] = t.to(device, non_blocking=True)
+    return WanCausalCache(slots)
+
+
 def _run_tile_calls(
     stage: Callable[..., torch.Tensor],
     source: torch.Tensor,
@@ -64,26 +76,32 @@ def _run_tile_calls(
     pad: int,
     atomic: bool,
     new_output: Callable[[torch.Tensor], torch.Tensor],
+    offload: bool = False,
 ) -> tuple[torch.Tensor, list[WanCausalCache]]:
     """Run one chunk's tiled stage (decode tail / encode front) over every tile batch.
 
     Each batch of tiles gets its crop of ``source`` and its own cache; owned outputs are
     scattered into ``new_output(first_result)``. Atomic: the batches' caches are copies,
     returned for the caller to commit. Write-through: the state's caches are updated in
-    place and the state is marked broken until the caller commits the chunk.
+    place and the state is marked broken until the caller commits the chunk. ``offload``:
+    every call's cache waits in host memory between its calls and visits the device only
+    for its own call (a no-op when ``source`` is in host memory already).
     """
     tiles = plan.tiles
     out: torch.Tensor | None = None
     calls = list(state.calls) if state.calls else [WanCausalCache() for _ in plan.batches]
+    offload = offload and source.device.type != "cpu"
     state.broken = not atomic  # cleared when the chunk is committed
     for ci, members in enumerate(plan.batches):
         group = [tiles[i] for i in members]
-        cache = _shallow(calls[ci]) if atomic else calls[ci]
+        # A device copy is already a copy: the state's (host) cache stays as it was until committed.
+        cache = _cache_on(calls[ci], source.device) if offload else _shallow(calls[ci]) if atomic else calls[ci]
         y = stage(_gather(source, group), cache, num_padded=pad, after_block=_stage_hook(group[0], plan.staged), atomic=atomic)
         if out is None:
             out = new_output(y)
         _scatter(out, y, group, source.shape[0])
-        calls[ci] = cache
+        calls[ci] = _cache_on(cache, torch.device("cpu")) if offload else cache
+        del cache
         if not atomic:  # the state holds the caches being written through (no rollback)
             state.calls = tuple(calls)
         del y
