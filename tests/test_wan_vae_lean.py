@@ -89,3 +89,23 @@ def test_offloaded_caches_on_cuda_are_exact_and_lower_the_device_peak():
         peaks[offload] = torch.cuda.max_memory_allocated() - base
     assert all(torch.equal(a, b) for a, b in zip(outs[False], outs[True]))
     assert peaks[True] < peaks[False], peaks
+
+
+def test_write_through_streams_reuse_their_cache_slots_and_atomic_ones_leave_them_alone():
+    vae = _vae(tiny_wan21_arch(), torch.float32)
+    z = torch.randn(1, vae.arch.z_dim, 4, 3, 5, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        want = vae.decode(z)
+        cache = WanCausalCache()
+        parts = [vae.decode(z[:, :, :2], cache=cache)]
+        storage = {k: t.data_ptr() for k, t in cache.slots.items()}
+        parts.append(vae.decode(z[:, :, 2:], cache=cache))
+        assert torch.allclose(torch.cat(parts, dim=2), want, atol=1e-5)
+        # Every two-frame slot was shifted in place: no allocation per chunk.
+        kept = [k for k, t in cache.slots.items() if t.shape[2] == 2 and t.data_ptr() == storage.get(k)]
+        assert len(kept) == sum(1 for t in cache.slots.values() if t.shape[2] == 2) > 10
+        # An atomic chunk builds new slots and leaves the old tensors as they were.
+        before = {k: t.clone() for k, t in cache.slots.items()}
+        old = dict(cache.slots)
+        vae.decode(z[:, :, :1], cache=cache, atomic=True)
+        assert all(torch.equal(old[k], before[k]) for k in old)

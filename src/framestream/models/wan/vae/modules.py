@@ -95,6 +95,28 @@ class ChunkRun:
         else:
             self.cache.slots[key] = value
 
+    def write_last_frames(self, key: str, prev: torch.Tensor | None, x: torch.Tensor, real: int) -> None:
+        """Keep the last frames of ``cat(prev, x[:, :, :real])`` in slot ``key`` (as many as ``prev`` holds).
+
+        Write-through runs shift them into the slot's own tensor when ``prev`` is that tensor
+        and ``x`` matches it: no allocation per chunk (CUDA graphs need fixed slots, and the
+        host allocator fragments under the churn). Atomic runs keep the old slot intact.
+        """
+        if self.atomic or prev is None or prev is not self.cache.slots.get(key) or prev.shape[2] != CACHE_T:
+            self.write(key, _last_frames(prev, x, real, CACHE_T))
+            return
+        if prev.shape[:2] != x.shape[:2] or prev.shape[3:] != x.shape[3:]:
+            self.write(key, _last_frames(prev, x, real, CACHE_T))
+            return
+        n = prev.shape[2]
+        if real >= n:
+            prev.copy_(x[:, :, real - n : real])
+            return
+        for j in range(n - real):  # ascending: each source frame is read before it is overwritten
+            prev[:, :, j].copy_(prev[:, :, j + real])
+        if real:
+            prev[:, :, n - real :].copy_(x[:, :, :real])
+
     def real_frames(self, frames: int, time_scale: int) -> int:
         """How many leading frames of a ``frames``-long input at ``time_scale`` are real."""
         return frames - self.num_padded * time_scale
@@ -119,6 +141,9 @@ class SliceRun:
 
     def write(self, key: str, value: torch.Tensor) -> None:
         self.run.write(key, value)
+
+    def write_last_frames(self, key: str, prev: torch.Tensor | None, x: torch.Tensor, real: int) -> None:
+        self.run.write_last_frames(key, prev, x, real)
 
     def real_frames(self, frames: int, time_scale: int) -> int:
         return max(0, min(frames, self.real))
@@ -212,10 +237,13 @@ class CausalConv3d(nn.Module):
         prev = run.read(self.cache_key) if run is not None else None
         if prev is not None:
             prev = _like(prev, x)
+        y = self._conv_after(prev, x)
         if run is not None:
-            real = run.real_frames(x.shape[2], self.time_scale)
-            run.write(self.cache_key, _last_frames(prev, x, real, self.context))
-        return self._conv_after(prev, x)
+            if self.context == CACHE_T:
+                run.write_last_frames(self.cache_key, prev, x, run.real_frames(x.shape[2], self.time_scale))
+            else:
+                run.write(self.cache_key, _last_frames(prev, x, run.real_frames(x.shape[2], self.time_scale), self.context))
+        return y
 
     def _conv_after(self, prev: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``x`` behind ``context`` frames of ``prev`` (zeros when ``None``).
