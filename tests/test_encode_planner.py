@@ -165,6 +165,9 @@ def test_safe_planner_at_720p_with_the_real_wan21_layout():
     tile = plan_exact_encode_safe(vae, hw, cfg(256), order="tile", frames=81, dtype=bf16)
     assert not tile.untiled and "enlarged to 360x432 px" in tile.message
     assert tile.memory.total < 0.5 * tile.untiled_memory.total
+    # Frame-major with idle tile caches in host memory: one call's cache on the device, so tiles pay.
+    offload = plan_exact_encode_safe(vae, hw, cfg(256), dtype=bf16, offload_caches=True)
+    assert offload.plan == tile.plan and offload.memory.front_cache < frame.untiled_memory.front_cache / 2
 
 
 def test_pipeline_encoder_drops_a_losing_tiling_and_stays_exact():

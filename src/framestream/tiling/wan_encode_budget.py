@@ -210,6 +210,7 @@ def estimate_exact_encode_memory(
     atomic_chunks: bool = False,
     order: Order = "frame",
     frames: int | None = None,
+    offload_caches: bool = False,
 ) -> ExactEncodeMemory:
     """Estimated peak bytes of encoding with ``plan`` (weights not included).
 
@@ -219,6 +220,8 @@ def estimate_exact_encode_memory(
     call and the back. The one-tile plan estimates :meth:`WanVAE.encode`. ``order="tile"``:
     ``encode_tiled(..., order="tile")`` of ``frames`` pixel frames (required): the whole video,
     every chunk's features and all moments are held; one call's cache at a time, then the back's.
+    ``offload_caches`` (frame order) counts device memory with idle tile caches in host memory
+    (``iter_encode_tiled(..., offload_caches=True)``): the largest call's front cache instead of every tile's.
     """
     if plan.kind != "encode":
         raise ValueError("estimate_exact_encode_memory needs an encode plan")
@@ -250,6 +253,8 @@ def estimate_exact_encode_memory(
         total = held + max(call_cache + call_peak, back_cache + back_peak)
         return ExactEncodeMemory(*(v * e for v in (call_cache, back_cache, call_peak, back_peak, held, total)), "tile")
     held = pixels * k * r + b * c * k * h * w
+    if offload_caches:
+        front_cache = call_cache
     # Atomic chunks hold old and new caches until the commit; write-through holds one copy.
     caches = (front_cache + back_cache) * (2 if atomic_chunks else 1)
     total = caches + held + max(call_peak, back_peak)
@@ -305,6 +310,7 @@ def plan_exact_encode_safe(
     chunk_size: int = 1,
     dtype: torch.dtype = torch.float32,
     atomic_chunks: bool = False,
+    offload_caches: bool = False,
 ) -> SafeEncodePlan:
     """:func:`plan_exact_encode` that never plans a loss: tiles are enlarged (one latent per side
     at a time) until the halo overhead is at most ``max_halo_overhead`` *and* the estimated peak
@@ -314,7 +320,8 @@ def plan_exact_encode_safe(
 
     Why: the encoder's halo is wide and its caches cover each tile's crop, so small tiles can
     cost more time *and* memory than no tiling (frame-major, all tiles' caches are alive: at
-    small frames that is always so). ``message`` says what was changed.
+    small frames that is always so). ``offload_caches`` sizes device memory with idle tile caches
+    in host memory (frame order). ``message`` says what was changed.
     """
     if not isinstance(vae, WanVAE) or not vae.has_encoder:
         raise ValueError("plan_exact_encode_safe needs a WanVAE with an encoder")
@@ -329,7 +336,15 @@ def plan_exact_encode_safe(
 
     def estimate(p: ExactTilePlan, o: Order) -> ExactEncodeMemory:
         return estimate_exact_encode_memory(
-            vae, p, batch_size=batch_size, chunk_size=chunk_size, dtype=dtype, atomic_chunks=atomic_chunks, order=o, frames=frames
+            vae,
+            p,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            dtype=dtype,
+            atomic_chunks=atomic_chunks,
+            order=o,
+            frames=frames,
+            offload_caches=offload_caches and o == "frame" and len(p) > 1,
         )
 
     plan = plan_exact_encode(vae, hw, config, staged=staged)  # validates everything
@@ -398,6 +413,7 @@ def choose_exact_encode_tiling(
     max_tile_batch_size: int | None = None,
     order: Order = "frame",
     frames: int | None = None,
+    offload_caches: bool = False,
 ) -> TilingChoice:
     """Largest square owned tile (px), then the largest tile batch, whose encode estimate fits the budget.
 
@@ -420,7 +436,15 @@ def choose_exact_encode_tiling(
 
     def estimate(plan: ExactTilePlan, o: Order) -> ExactEncodeMemory:
         return estimate_exact_encode_memory(
-            vae, plan, batch_size=batch_size, chunk_size=chunk_size, dtype=dtype, atomic_chunks=atomic_chunks, order=o, frames=frames
+            vae,
+            plan,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            dtype=dtype,
+            atomic_chunks=atomic_chunks,
+            order=o,
+            frames=frames,
+            offload_caches=offload_caches and o == "frame" and len(plan) > 1,
         )
 
     def plan_for(tile: int, batch: int) -> ExactTilePlan:
