@@ -51,16 +51,27 @@ class WanVAEEncoder(_WanVAEAdapter, StreamingVideoEncoder[WanCausalCache]):
             mu = self.vae.encode(x, chunk_size=self.config.chunk_size, cache=cache)
         return self.vae.normalize_latents(mu) if self.config.normalize_latents else mu
 
-
     def _encode_plan(self, x: torch.Tensor, cache: Any) -> Any:
-        """The stream's tile plan; a new one caps the halo overhead, so tiles never make encoding a loss."""
+        """The stream's tile plan; a new one is never a loss (:func:`plan_exact_encode_safe`: tiles
+        enlarged until the halo overhead is capped and the estimated peak is below the untiled
+        encode's, else one tile), with a warning when the configured tiles were changed."""
         if getattr(cache, "started", False) and cache.plan is not None:
             return cache.plan
-        from framestream.tiling.wan_exact.plan import MAX_ENCODE_HALO_OVERHEAD, plan_exact_encode
+        import warnings
 
-        return plan_exact_encode(
-            self.vae, (int(x.shape[3]), int(x.shape[4])), self.config.tiling, max_halo_overhead=MAX_ENCODE_HALO_OVERHEAD
+        from framestream.tiling.wan_encode_budget import plan_exact_encode_safe
+
+        safe = plan_exact_encode_safe(
+            self.vae,
+            (int(x.shape[3]), int(x.shape[4])),
+            self.config.tiling,
+            batch_size=int(x.shape[0]),
+            chunk_size=self.config.chunk_size,
+            dtype=self.compute_dtype,
         )
+        if safe.message:
+            warnings.warn(safe.message, stacklevel=2)
+        return safe.plan
 
 
 @config_dataclass

@@ -58,7 +58,7 @@ from framestream.jobs.encode import (
 from framestream.jobs.options import VaeJobOptions
 from framestream.jobs.report import PeakMemory, human_bytes
 from framestream.jobs.sinks import expected_output_bytes, open_sink
-from framestream.jobs.tiling import auto_decode_tiling, halo_warning
+from framestream.jobs.tiling import auto_decode_tiling, auto_encode_tiling, halo_warning, safe_encode_tiling
 from framestream.jobs.vae import check_checkpoint, checkpoint_latent_channels, load_vae
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "PeakMemory",
     "VaeJobOptions",
     "auto_decode_tiling",
+    "auto_encode_tiling",
     "check_decode_output",
     "check_encode_output",
     "check_checkpoint",
@@ -94,6 +95,7 @@ __all__ = [
     "encode_video",
     "expected_output_bytes",
     "halo_warning",
+    "safe_encode_tiling",
     "human_bytes",
     "iter_decode",
     "iter_encode",

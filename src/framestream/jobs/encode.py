@@ -193,17 +193,28 @@ def iter_encode(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     pixels: Iterable[torch.Tensor] | None = None,
+    safe_tiles: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Posterior-mean latent chunks (un-normalised) of the planned frames, read and encoded chunk by chunk.
 
     Untiled: :meth:`WanVAE.encode` with one causal cache for the stream; tiled:
     :func:`framestream.tiling.wan_exact.encode_tiled` with one :class:`WanTiledEncodeState`;
     tiled with ``tile_order="tile"``: the whole clip is read, then encoded tile-major
-    (one tile batch's caches alive at a time) and returned as one chunk.
+    (one tile batch's caches alive at a time) and returned as one chunk. With ``safe_tiles``
+    Wan tiles are first checked by :func:`framestream.jobs.tiling.safe_encode_tiling`
+    (enlarged, or dropped, with a warning, when they would cost more time and memory than untiled).
     """
     check_chunk(chunk_size)
     if tile_order not in ("frame", "tile"):
         raise ValueError(f"tile order must be 'frame' or 'tile', got {tile_order!r}")
+    if tiling is not None and safe_tiles and not _is_ltx2(vae):
+        import warnings
+
+        from framestream.jobs.tiling import safe_encode_tiling
+
+        tiling, message = safe_encode_tiling(vae, plan.size, plan.frames, tiling, dtype=dtype, chunk_size=chunk_size, order=tile_order)
+        if message:
+            warnings.warn(message, stacklevel=2)
     device = torch.device(device)
     # An engine that reads the video elsewhere (a Ray reader task) passes the chunks it made.
     chunks = iter_pixel_chunks(plan, chunk_size, device, dtype) if pixels is None else iter(pixels)
@@ -248,6 +259,7 @@ def encode_video(
     progress: bool = True,
     pixels: Iterable[torch.Tensor] | None = None,
     chunks: Iterable[torch.Tensor] | None = None,
+    safe_tiles: bool = True,
 ) -> torch.Tensor:
     """Un-normalised posterior mean ``(1, C, 1 + (frames-1)/4, H/s, W/s)`` in float32.
 
@@ -260,7 +272,15 @@ def encode_video(
     ) as bar:
         if chunks is None:
             chunks = iter_encode(
-                vae, plan, chunk_size=chunk_size, tiling=tiling, tile_order=tile_order, device=device, dtype=dtype, pixels=pixels
+                vae,
+                plan,
+                chunk_size=chunk_size,
+                tiling=tiling,
+                tile_order=tile_order,
+                device=device,
+                dtype=dtype,
+                pixels=pixels,
+                safe_tiles=safe_tiles,
             )
         for i, mu in enumerate(chunks):
             parts.append(mu.float())
@@ -285,6 +305,7 @@ def encode_to_file(
     progress: bool = True,
     pixels: Iterable[torch.Tensor] | None = None,
     chunks: Iterable[torch.Tensor] | None = None,
+    safe_tiles: bool = True,
 ) -> torch.Tensor:
     """Encode, normalise with the VAE's statistics and save atomically with metadata; returns the latents (CPU)."""
     mu = encode_video(
@@ -298,6 +319,7 @@ def encode_to_file(
         progress=progress,
         pixels=pixels,
         chunks=chunks,
+        safe_tiles=safe_tiles,
     )
     z = vae.normalize_latents(mu).cpu()
     metadata = LatentMetadata(
@@ -338,6 +360,10 @@ class EncodeOptions(VaeJobOptions):
     """Encode exactly the first ``frames`` (``1 + 4k``)."""
     trim_frames: bool = False
     """Encode the largest ``1 + 4k`` frames the video has."""
+    safe_tiles: bool = True
+    """Wan tiles that would cost more time and memory than untiled are enlarged or dropped, with
+    a warning (see :func:`iter_encode`); False runs ``tiling`` as given (``--tile-size auto``
+    sized it for a memory budget)."""
 
     def plan(self, source: str | Path) -> EncodePlan:
         """Check ``source`` against these options from its headers (see :func:`plan_encode`)."""
@@ -414,6 +440,7 @@ def encode_one(
         progress=options.progress,
         pixels=pixels,
         chunks=chunks(plan) if chunks is not None else None,
+        safe_tiles=options.safe_tiles,
     )
     return EncodeResult(
         source=plan.source, output=Path(item.output), frames=plan.frames, latent_shape=tuple(z.shape), size=plan.size, fps=plan.fps

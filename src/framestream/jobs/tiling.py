@@ -14,7 +14,15 @@ import torch
 
 from framestream.tiling.planner import TilingConfig
 
-__all__ = ["HALO_WARNING_RATIO", "auto_decode_tiling", "default_memory_budget", "halo_warning", "tiling_work_ratio"]
+__all__ = [
+    "HALO_WARNING_RATIO",
+    "auto_decode_tiling",
+    "auto_encode_tiling",
+    "default_memory_budget",
+    "halo_warning",
+    "safe_encode_tiling",
+    "tiling_work_ratio",
+]
 
 HALO_WARNING_RATIO = 2.0
 """Warn when the tiled job computes at least this many times the cells of an untiled one."""
@@ -139,3 +147,64 @@ def auto_decode_tiling(
     if choice.tile_size_px >= max(h, w) * vae.arch.scale_factor_spatial and choice.tile_batch_size == 1:
         return None  # one tile covers the frame: no tiling needed
     return TilingConfig(tile_size_px=choice.tile_size_px, tile_overlap_px=0, tile_batch_size=choice.tile_batch_size)
+
+
+def auto_encode_tiling(
+    vae: Any,
+    size_hw: tuple[int, int],
+    frames: int,
+    budget_bytes: int,
+    *,
+    dtype: torch.dtype,
+    chunk_size: int,
+    order: str = "frame",
+) -> TilingConfig | None:
+    """The largest exact encode tile (then tile batch) whose estimated peak fits ``budget_bytes``; ``None``: untiled fits.
+
+    ``size_hw``: the pixels given to the VAE; ``frames``: how many (the tile-major order holds
+    them all). Uses :func:`framestream.tiling.wan_encode_budget.choose_exact_encode_tiling`; a
+    budget that no tiling fits raises ``ValueError`` with the leanest estimate.
+    """
+    from framestream.tiling.wan_encode_budget import choose_exact_encode_tiling
+
+    try:
+        choice = choose_exact_encode_tiling(
+            vae, size_hw, budget_bytes, dtype, chunk_size=chunk_size, order=order, frames=frames if order == "tile" else None
+        )
+    except ValueError as err:
+        hint = " or use --tile-order tile" if order == "frame" else ""
+        raise ValueError(f"--memory-budget: {err}; raise the budget{hint} or lower --chunk") from None
+    if choice.tile_size_px >= max(size_hw) and choice.tile_batch_size == 1:
+        return None  # one tile covers the frame: no tiling needed
+    return TilingConfig(tile_size_px=choice.tile_size_px, tile_overlap_px=0, tile_batch_size=choice.tile_batch_size)
+
+
+def safe_encode_tiling(
+    vae: Any,
+    size_hw: tuple[int, int],
+    frames: int,
+    tiling: TilingConfig | None,
+    *,
+    dtype: torch.dtype,
+    chunk_size: int,
+    order: str = "frame",
+) -> tuple[TilingConfig | None, str | None]:
+    """Wan encode tiles that are never a loss: ``(tiling to run, warning line or None)``.
+
+    :func:`framestream.tiling.wan_encode_budget.plan_exact_encode_safe` (default caps) enlarges
+    tiles that recompute too much or whose estimated peak is not clearly below the untiled
+    encode's; ``None`` when no tiling qualifies (encode untiled). LTX-2 tiling and
+    ``tiling=None`` pass through.
+    """
+    if tiling is None:
+        return None, None
+    from framestream.models.ltx2.vae import LTX2VAE
+
+    if isinstance(vae, LTX2VAE):
+        return tiling, None
+    from framestream.tiling.wan_encode_budget import plan_exact_encode_safe
+
+    safe = plan_exact_encode_safe(
+        vae, size_hw, tiling, order="tile" if order == "tile" else "frame", frames=frames, chunk_size=chunk_size, dtype=dtype
+    )
+    return safe.tiling, safe.message

@@ -28,6 +28,13 @@ from framestream.tiling.receptive_field import (
 from framestream.tiling.dispatch import decode_tiled, encode_tiled, iter_decode_tiled  # Wan or LTX-2, by model
 from framestream.tiling.ltx2_exact import LTX2TilePlan, plan_ltx2_decode, plan_ltx2_encode
 from framestream.tiling.wan_budget import ExactDecodeMemory, choose_exact_tiling, estimate_exact_decode_memory
+from framestream.tiling.wan_encode_budget import (
+    ExactEncodeMemory,
+    SafeEncodePlan,
+    choose_exact_encode_tiling,
+    estimate_exact_encode_memory,
+    plan_exact_encode_safe,
+)
 from framestream.tiling.wan_exact import (
     AxisCrop,
     ExactTile,
@@ -79,18 +86,23 @@ __all__ = [
     "measure_encoder_receptive_field",
     "AxisCrop",
     "ExactDecodeMemory",
+    "ExactEncodeMemory",
     "ExactTile",
     "ExactTilePlan",
     "WanTiledDecodeState",
     "WanTiledEncodeState",
+    "SafeEncodePlan",
+    "choose_exact_encode_tiling",
     "choose_exact_tiling",
     "decode_tiled",
     "encode_tiled",
     "estimate_exact_decode_memory",
+    "estimate_exact_encode_memory",
     "iter_decode_tiled",
     "iter_encode_tiled",
     "plan_exact_decode",
     "plan_exact_encode",
+    "plan_exact_encode_safe",
     # exact LTX-2 tiling (decode_tiled / encode_tiled dispatch on the model)
     "LTX2TilePlan",
     "plan_ltx2_decode",

@@ -269,9 +269,11 @@ def plan_exact_encode(
     outweigh what tiling saves: a tiled encode that costs more time *and* memory than the
     untiled one. ``max_halo_overhead`` caps the input pixels all tiles read per frame
     pixel: tiles that exceed it are enlarged (one latent cell per side at a time, up to
-    the whole frame, which is the untiled encode) until they fit; the pipeline encoder
-    passes :data:`MAX_ENCODE_HALO_OVERHEAD`. ``None`` (default) keeps the requested tiles. Raises ``ValueError`` when the encoder front is not local
-    (attention in the down path).
+    the whole frame, which is the untiled encode) until they fit. ``None`` (default) keeps
+    the requested tiles. The pipeline encoder and the encode jobs plan with
+    :func:`framestream.tiling.wan_encode_budget.plan_exact_encode_safe`, which also requires
+    the estimated peak memory to be below the untiled encode's. Raises ``ValueError`` when
+    the encoder front is not local (attention in the down path).
     """
     if not isinstance(vae, WanVAE) or not vae.has_encoder:
         raise ValueError("plan_exact_encode needs a WanVAE with an encoder")
