@@ -208,12 +208,21 @@ def encode_framestream_tiled(
     chunk_size: int = 1,
     device: str = "auto",
     order: str = "frame",
+    safe: bool = False,
 ):
+    """Exact tiled encode; ``safe=True`` runs what the pipeline and the CLI run: the plan of
+    ``plan_exact_encode_safe`` (tiles enlarged, or dropped, until they save memory)."""
     from framestream.tiling.wan_exact import encode_tiled
 
     dev = device_of(device)
     vae, x = framestream_vae(base_dim, seed, dev), random_video(video_shape, seed, dev)
     tiling = tiling_config(tile_px, overlap_px, tile_batch_size)
+    if safe:
+        from framestream.tiling.wan_encode_budget import plan_exact_encode_safe
+
+        safe_plan = plan_exact_encode_safe(vae, tuple(video_shape[3:]), tiling, order=order, frames=video_shape[2], chunk_size=chunk_size)
+        tiling = safe_plan.plan
+        timer.extra["safe_plan_tiles"] = len(tiling)
     _warm_up(timer, lambda v: encode_tiled(vae, v, tiling, chunk_size=chunk_size, order=order), x, 5)
     with timer:
         out = encode_tiled(vae, x, tiling, chunk_size=chunk_size, order=order)
