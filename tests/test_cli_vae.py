@@ -263,6 +263,9 @@ def test_decode_errors(files, latents, capsys, tmp_path, no_model_load):
         (["decode", str(latents), "-o", out, "--checkpoint", ck, "--tile-size", "16", "--tile-overlap", "16"], "must be smaller than --tile-size"),
         (["decode", str(latents), "-o", out, "--checkpoint", ck, "--tile-overlap", "8"], "need --tile-size"),
         (["decode", str(latents), "-o", str(tmp_path / "o.gif"), "--checkpoint", ck], "cannot tell the output format"),
+        (["decode", str(latents), "-o", out, "--checkpoint", ck, "--offload-caches"], "--offload-caches needs Wan exact tiling"),
+        (["decode", str(latents), "-o", out, "--checkpoint", ck, "--tile-size", "16", "--tile-order", "tile", "--offload-caches"],
+         "--offload-caches needs Wan exact tiling (--tile-size) in --tile-order frame"),
     ]
     for argv, match in cases:
         expect_error(capsys, argv, match)

@@ -1,6 +1,6 @@
 """Where a Wan VAE decode's peak memory goes: a per-stage breakdown of live tensor bytes.
 
-``python -m framestream.bench.memory_breakdown [--base-dim 32] [--latent 1,16,5,48,48] [--tile 128]``
+``python -m framestream.bench.memory_breakdown [--base-dim 32] [--latent 1,16,5,48,48] [--tile 128] [--against-diffusers]``
 
 A ``TorchDispatchMode`` counts the bytes of every tensor storage created while the
 decode runs and frees it when the storage dies (the approach of the tiler's memory
@@ -27,6 +27,7 @@ import json
 import resource
 import weakref
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -135,6 +136,27 @@ def decode_breakdown(vae: Any, z: torch.Tensor, run: Any) -> dict[str, Any]:
     }
 
 
+def live_peak(fn: Any) -> int:
+    """Peak live tensor bytes while ``fn()`` runs (what ``torch.cuda.max_memory_allocated`` counts on a GPU)."""
+    meter = LiveBytes()
+    with meter:
+        out = fn()
+        del out
+    return meter.peak
+
+
+def diffusers_live_peaks(base_dim: int, z: torch.Tensor, tiles: list[int]) -> dict[str, int]:
+    """Live-tensor peaks of diffusers' untiled and tiled (``tile//4`` px blend, as the bench) decodes of ``z``."""
+    from framestream.bench.cases import diffusers_vae
+
+    peaks = {}
+    for tile in [None, *tiles]:
+        vae = diffusers_vae(base_dim, 0, torch.device("cpu"), tile, None if tile is None else tile // 4)
+        peaks["untiled" if tile is None else f"tiled_{tile}px"] = live_peak(lambda v=vae: v.decode(z).sample)
+        del vae
+    return peaks
+
+
 def main(argv: list[str] | None = None) -> int:
     from framestream.bench.cases import arch_for
     from framestream.models.wan.vae import WanVAE, init_random_weights
@@ -145,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latent", default="1,16,5,48,48", help="latent shape B,C,T,h,w")
     parser.add_argument("--tile", type=int, action="append", default=None, help="tile px (repeatable; default 128 and 256)")
     parser.add_argument("--frame-slice", default="1", help="WanVAE.frame_slice: an int or none")
+    parser.add_argument("--against-diffusers", action="store_true", help="also count diffusers' live peaks (same weights and latents)")
+    parser.add_argument("--json", default=None, help="also write the report (MiB) to this file")
     args = parser.parse_args(argv)
     vae = init_random_weights(WanVAE(arch_for(args.base_dim), include_encoder=False), 0).eval().requires_grad_(False)
     vae.frame_slice = None if args.frame_slice.lower() == "none" else int(args.frame_slice)
@@ -154,7 +178,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TilingConfig(tile_size_px=tile, tile_overlap_px=0)
         for order in ("tile", "frame"):
             report[f"tiled_{tile}px_{order}_major"] = decode_breakdown(vae, z, lambda v, x, c=cfg, o=order: decode_tiled(v, x, c, order=o))
-    print(json.dumps({k: {n: round(b / 2**20, 2) for n, b in v.items()} for k, v in report.items()}, indent=1))
+    mib = {k: {n: round(b / 2**20, 2) for n, b in v.items()} for k, v in report.items()}
+    if args.against_diffusers:
+        theirs = diffusers_live_peaks(args.base_dim, z, args.tile or [128, 256])
+        mib["diffusers_live_peak"] = {k: round(b / 2**20, 2) for k, b in theirs.items()}
+        mib["live_peak_ratio_framestream_over_diffusers"] = {
+            k: round(report[k if k == "untiled" else f"{k}_tile_major"]["live_peak"] / b, 3) for k, b in theirs.items()
+        }
+    text = json.dumps(mib, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
     return 0
 
 

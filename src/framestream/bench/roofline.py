@@ -10,7 +10,8 @@ softmax are not counted: they are memory-bound and small next to the convolution
   where ``T_out`` is the number of frames the convolution *produces*. A causal conv
   with ``k_t = 3`` sees ``T + 2`` frames (two frames of cached or zero context in
   front) and produces ``T``; the context frames are therefore paid for inside the
-  ``k_t`` factor of every output frame, exactly as the hardware does;
+  ``k_t`` factor of every output frame, exactly as the hardware does (except a stream's
+  zero context in front of a one-frame call, whose taps are skipped: ``k_t = 1`` there);
 - every 2D convolution, applied per frame (the resampling convs, ``nn.Conv2d``): the
   same with ``k_t = 1`` and ``T_out`` counting the frames (B*T images);
 - the single-head attention block, per frame, with ``N = H * W`` positions and ``C``
@@ -95,25 +96,34 @@ def count_flops(module: nn.Module, fn: Callable[[], torch.Tensor]) -> tuple[Flop
     from framestream.models.wan.vae.modules import AttentionBlock, CausalConv3d, Resample
 
     count = FlopCount()
+    no_context: set[int] = set()  # causal convs called without cached frames (the stream's start)
+
+    def before(mod: nn.Module, args: tuple) -> None:
+        run = args[1] if len(args) > 1 else None
+        if isinstance(mod, CausalConv3d) and mod.context and (run is None or run.read(mod.cache_key) is None):
+            no_context.add(id(mod))
+        else:
+            no_context.discard(id(mod))
 
     def hook(name: str, mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
         x = args[0]
         if isinstance(mod, CausalConv3d):
-            count.add("conv3d", name, _conv_flops(out, mod.in_channels, 1, mod.kernel_size))
+            kernel = mod.kernel_size
+            if id(mod) in no_context and x.shape[2] == 1 and mod.stride == (1, 1, 1):
+                kernel = (1, *kernel[1:])  # only the frame's own tap runs (CausalConv3d._one_frame)
+            count.add("conv3d", name, _conv_flops(out, mod.in_channels, 1, kernel))
             t, h, w = x.shape[2:]
             _, ph, pw = mod.spatial_padding
             thw = (t + mod.context, h + 2 * ph, w + 2 * pw)
             key = (mod.in_channels, mod.out_channels, mod.kernel_size, thw, x.shape[0], mod.stride)
             if mod.stride == (1, 1, 1):
                 shape = count.conv3d.setdefault(key, ConvShape(mod.in_channels, mod.out_channels, mod.kernel_size, thw, x.shape[0]))
-                shape.flops += _conv_flops(out, mod.in_channels, 1, mod.kernel_size)
+                shape.flops += _conv_flops(out, mod.in_channels, 1, kernel)
                 shape.calls += 1
-        elif isinstance(mod, Resample):
+        elif isinstance(mod, Resample) and not mod.mode.startswith("up"):  # up: see upsample_space below
             conv = mod.resample[1]
-            if mod.mode.startswith("up"):
-                n_out = out.numel()
-            else:  # pad right/bottom by one, stride 2: H/2 x W/2 per frame, before any time_conv
-                n_out = x.shape[0] * x.shape[2] * conv.out_channels * (x.shape[3] // 2) * (x.shape[4] // 2)
+            # pad right/bottom by one, stride 2: H/2 x W/2 per frame, before any time_conv
+            n_out = x.shape[0] * x.shape[2] * conv.out_channels * (x.shape[3] // 2) * (x.shape[4] // 2)
             count.add("conv2d", name, 2 * n_out * conv.in_channels * conv.kernel_size**2)
         elif isinstance(mod, AttentionBlock):
             b, c, t, h, w = x.shape
@@ -131,11 +141,23 @@ def count_flops(module: nn.Module, fn: Callable[[], torch.Tensor]) -> tuple[Flop
         for name, m in module.named_modules()
         if isinstance(m, counted)
     ]
+    handles += [m.register_forward_pre_hook(before) for m in module.modules() if isinstance(m, CausalConv3d)]
+    # An upsampler's spatial half is called on its own (time slices), not through forward.
+    ups = [(name, m) for name, m in module.named_modules() if isinstance(m, Resample) and m.mode.startswith("up")]
+    for name, m in ups:
+        def counted_space(x: torch.Tensor, _m: Resample = m, _n: str = name, _f=m.upsample_space) -> torch.Tensor:
+            y = _f(x)
+            count.add("conv2d", _n, 2 * y.numel() * _m.resample[1].in_channels * _m.resample[1].kernel_size**2)
+            return y
+
+        m.upsample_space = counted_space
     try:
         out = fn()
     finally:
         for h in handles:
             h.remove()
+        for _, m in ups:
+            del m.upsample_space  # back to the class method
     count.output_pixels = out.shape[0] * math.prod(out.shape[2:])  # (B, C, T, H, W): B*T*H*W
     return count, out
 

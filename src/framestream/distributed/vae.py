@@ -36,6 +36,7 @@ from framestream.models.wan.vae.cache import WanCausalCache
 from framestream.models.wan.vae.model import WanVAE, padded_latent_chunks
 from framestream.tiling.batching import batch_schedule
 from framestream.tiling.wan_exact import ExactTile, ExactTilePlan
+from framestream.tiling.wan_exact.tile_calls import _stage_hook
 
 __all__ = ["TileShares", "split_tiles", "iter_decode_parallel", "iter_encode_parallel"]
 
@@ -80,19 +81,6 @@ def split_tiles(plan: ExactTilePlan, world_size: int) -> TileShares:
     return TileShares(plan, tuple(mine), calls)
 
 
-def _crop_hook(tile: ExactTile, staged: bool):
-    """The tiler's stage crops after every block (equal for the tiles of one call)."""
-    if not staged:
-        return None
-    cuts = list(zip(tile.row.stages, tile.col.stages))
-
-    def hook(i: int, x: torch.Tensor) -> torch.Tensor:
-        (ho, hn), (wo, wn) = cuts[i]
-        return x[..., ho : ho + hn, wo : wo + wn].contiguous()
-
-    return hook
-
-
 def _run_calls(stage, source: torch.Tensor, plan: ExactTilePlan, calls, caches: list[WanCausalCache], pad: int) -> list[torch.Tensor]:
     """This rank's tiles of one chunk: every call's owned regions, flattened, in ``calls`` order."""
     b = source.shape[0]
@@ -101,7 +89,7 @@ def _run_calls(stage, source: torch.Tensor, plan: ExactTilePlan, calls, caches: 
         group = [plan.tiles[i] for i in members]
         crops = [source[..., t.row.crop[0] : t.row.crop[1], t.col.crop[0] : t.col.crop[1]] for t in group]
         x = crops[0] if len(crops) == 1 else torch.cat(crops, dim=0)
-        y = stage(x, caches[ci], num_padded=pad, after_block=_crop_hook(group[0], plan.staged), atomic=False)
+        y = stage(x, caches[ci], num_padded=pad, after_block=_stage_hook(group[0], plan.staged), atomic=False)
         for j, t in enumerate(group):
             owned.append(y[j * b : (j + 1) * b][..., t.row.own_local, t.col.own_local].reshape(-1))
         del y

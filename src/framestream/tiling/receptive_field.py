@@ -69,6 +69,7 @@ __all__ = [
     "NotLocalError",
     "ReceptiveField",
     "tail_needs",
+    "tail_resnet_needs",
     "front_needs",
     "decoder_block_scales",
     "encoder_block_scales",
@@ -181,15 +182,36 @@ def encoder_block_scales(vae: WanVAE) -> tuple[int, ...]:
 def tail_needs(vae: WanVAE, iv: Interval) -> tuple[Interval, tuple[Interval, ...]]:
     """Decoder tail: output pixels ``iv`` (after unpatchify) -> (tail input interval in latents,
     interval needed at the output of every up block)."""
+    cur, after, _ = tail_resnet_needs(vae, iv)
+    return cur, after
+
+
+def tail_resnet_needs(
+    vae: WanVAE, iv: Interval
+) -> tuple[Interval, tuple[Interval, ...], tuple[tuple[Interval, ...], ...]]:
+    """:func:`tail_needs` plus, per up block, the interval needed at the output of each of its
+    residual blocks (in the block's input grid). Empty for blocks whose shortcut reads the
+    block's input (Wan 2.2's ``ResidualUpBlock``): cropping inside them would misalign it."""
     dec = _decoder(vae)
     p = vae.arch.patch
     cur = (iv[0] // p, iv[1] // p)
     cur = _need(dec.conv_out, cur)  # norm_out and SiLU are per pixel
     after: list[Interval] = []
+    inner: list[tuple[Interval, ...]] = []
     for block in reversed(list(dec.up_blocks)):
         after.append(cur)
-        cur = _need(block, cur)
-    return cur, tuple(reversed(after))
+        if isinstance(block, UpBlock):
+            for u in reversed(list(block.upsamplers or [])):
+                cur = _need(u, cur)
+            needs = []
+            for r in reversed(list(block.resnets)):
+                needs.append(cur)
+                cur = _need(r, cur)
+            inner.append(tuple(reversed(needs)))
+        else:
+            inner.append(())
+            cur = _need(block, cur)
+    return cur, tuple(reversed(after)), tuple(reversed(inner))
 
 
 def front_needs(vae: WanVAE, iv: Interval) -> tuple[Interval, tuple[Interval, ...]]:

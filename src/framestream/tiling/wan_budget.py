@@ -82,7 +82,15 @@ def _upsample_profile(u: Resample, c: int, t: int, h: int, w: int) -> tuple[int,
     return peak, cache, cu, t2
 
 
-def _tail_call(vae: WanVAE, sizes_h: tuple[int, ...], sizes_w: tuple[int, ...], rows: int, k: int) -> tuple[int, int]:
+def _tail_call(
+    vae: WanVAE,
+    sizes_h: tuple[int, ...],
+    sizes_w: tuple[int, ...],
+    rows: int,
+    k: int,
+    inner_h: tuple[tuple[tuple[int, int], ...], ...] = (),
+    inner_w: tuple[tuple[tuple[int, int], ...], ...] = (),
+) -> tuple[int, int]:
     """(peak elements, cache elements) of one tail call on ``rows`` stacked crops, steady state.
 
     Walks the tail's modules with the crop's extent at every stage; a layer's peak counts
@@ -104,6 +112,7 @@ def _tail_call(vae: WanVAE, sizes_h: tuple[int, ...], sizes_w: tuple[int, ...], 
         block_in = c * t * h * w
         outer = held if i else 0  # the stacked input, once it is no longer the block's input
         x = block_in
+        cuts = list(zip(inner_h[i], inner_w[i])) if i < len(inner_h) and i < len(inner_w) else []
         for j, r in enumerate(block.resnets):
             p, ca = _resnet_profile(r, t, h, w)
             keep = block_in if j else 0  # the block's input stays referenced by the caller
@@ -111,6 +120,10 @@ def _tail_call(vae: WanVAE, sizes_h: tuple[int, ...], sizes_w: tuple[int, ...], 
             cache += ca
             c = r.out_dim
             x = c * t * h * w
+            if j < len(cuts):  # the tiler's crop after this residual block (a copy)
+                h, w = cuts[j][0][1], cuts[j][1][1]
+                peak = max(peak, outer + keep + x + c * t * h * w)
+                x = c * t * h * w
         upsampler = block.upsamplers[0] if isinstance(block, UpBlock) and block.upsamplers is not None else None
         if isinstance(block, ResidualUpBlock):
             upsampler = block.upsampler
@@ -199,15 +212,16 @@ def estimate_exact_decode_memory(
     b, k = batch_size, chunk_size
     h, w = plan.grid_hw
     head_peak, head_cache, c_head = _head_profile(vae, h, w, k)
-    row_sizes = {r.key: r.sizes() for r in plan.rows}
-    col_sizes = {c.key: c.sizes() for c in plan.cols}
+    row_sizes = {r.key: (r.sizes(), r.resnet_stages) for r in plan.rows}
+    col_sizes = {c.key: (c.sizes(), c.resnet_stages) for c in plan.cols}
     call_peak, tail_cache, call_cache = 0, 0, 0
     row_count, col_count = Counter(r.key for r in plan.rows), Counter(c.key for c in plan.cols)
     for rk, nr in row_count.items():
         for ck, nc in col_count.items():
             n = nr * nc
             rows = min(n, plan.tile_batch_size)
-            p, ca = _tail_call(vae, row_sizes[rk], col_sizes[ck], rows * b, k)
+            (sh, ih), (sw, iw) = row_sizes[rk], col_sizes[ck]
+            p, ca = _tail_call(vae, sh, sw, rows * b, k, ih, iw)
             call_peak, call_cache = max(call_peak, p), max(call_cache, ca)
             tail_cache += ca // rows * n
     s, r = vae.spatial_ratio, vae.temporal_ratio

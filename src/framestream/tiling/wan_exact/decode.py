@@ -71,7 +71,7 @@ def iter_decode_tiled(
     call's output (``1 + 4(T-1)`` frames at the start of a stream, ``4T`` when ``state``
     continues one). Equals ``vae.decode(z)`` up to float rounding. ``tiling`` is a
     :class:`TilingConfig` (default ``TilingConfig()``; for a continuing ``state``, its plan) or
-    an :class:`ExactTilePlan`. ``state`` is updated chunk by chunk (see the module doc);
+    an :class:`ExactTilePlan`. ``state`` is updated chunk by chunk (see docs/exact_tiling.md);
     ``None`` decodes a self-contained video. All checks run before the first chunk.
     Gradients are not tracked. ``atomic_chunks=False`` replaces each call's cache as soon
     as the call is done instead of at the end of the chunk: about half the cache memory,

@@ -11,7 +11,7 @@ from framestream.models.wan.vae.config import WanVAEArchConfig
 from framestream.models.wan.vae.model import WanVAE
 from framestream.tiling.batching import batch_schedule
 from framestream.tiling.planner import TilingConfig, plan_axis
-from framestream.tiling.receptive_field import decoder_block_scales, encoder_block_scales, front_needs, tail_needs
+from framestream.tiling.receptive_field import decoder_block_scales, encoder_block_scales, front_needs, tail_resnet_needs
 
 __all__ = ["AxisCrop", "ExactTile", "ExactTilePlan", "MAX_ENCODE_HALO_OVERHEAD", "encode_halo_overhead", "plan_exact_decode", "plan_exact_encode"]
 
@@ -26,8 +26,10 @@ class AxisCrop:
     ``own``: the latent cells ``[a, b)`` it owns. ``crop``: its input ``[start, end)`` (latent
     cells for decode, pixels for encode), owned cells plus halo, clipped at the frame.
     ``stages``: after every block, ``(offset, size)`` of the crop taken from the block's
-    output (``(0, size)`` = no crop). ``out``: ``[start, end)`` of the tile's output in global
-    output units (pixels for decode, latent cells for encode).
+    output (``(0, size)`` = no crop). ``resnet_stages`` (decode): per block, the same after each
+    of its residual blocks, so the halo shrinks as soon as it is no longer needed (smaller
+    caches); empty where a block is cropped only at its end. ``out``: ``[start, end)`` of the
+    tile's output in global output units (pixels for decode, latent cells for encode).
     """
 
     index: int
@@ -37,11 +39,12 @@ class AxisCrop:
     out: tuple[int, int]
     scale: int
     decode: bool
+    resnet_stages: tuple[tuple[tuple[int, int], ...], ...] = ()
 
     @property
     def key(self) -> tuple:
         """What a batched call needs to be equal: the input size and every stage crop."""
-        return (self.crop[1] - self.crop[0], self.stages)
+        return (self.crop[1] - self.crop[0], self.stages, self.resnet_stages)
 
     @property
     def own_out(self) -> slice:
@@ -181,21 +184,26 @@ def _owned(length: int, tile: int, minimum: int) -> list[tuple[int, int]]:
 def _decode_axis(vae: WanVAE, length: int, index: int, own: tuple[int, int], staged: bool, margin: int) -> AxisCrop:
     s, p = vae.arch.scale_factor_spatial, vae.arch.patch
     a, b = own
-    (lo, hi), needs = tail_needs(vae, (a * s, b * s - 1))
+    (lo, hi), needs, inner = tail_resnet_needs(vae, (a * s, b * s - 1))
     start, end = max(0, lo - margin), min(length, hi + 1 + margin)
     start, end = min(start, a), max(end, b)  # a negative margin never cuts into the owned cells
     crop = (start, end)
     res = 1
-    stages = []
-    for up, (nlo, nhi) in zip(decoder_block_scales(vae), needs):
+    stages, resnet_stages = [], []
+
+    def cut(need: tuple[int, int]) -> tuple[int, int]:
+        nonlocal start, end
+        ns, ne = max(need[0], 0, start), min(need[1] + 1, length * res, end)
+        step = (ns - start, ne - ns)
+        start, end = ns, ne
+        return step
+
+    for up, need, block_inner in zip(decoder_block_scales(vae), needs, inner):
+        # After each residual block (in the block's input grid), then after the block.
+        resnet_stages.append(tuple(cut(n) for n in block_inner) if staged else ())
         start, end, res = start * up, end * up, res * up
-        if staged:
-            ns, ne = max(nlo, 0, start), min(nhi + 1, length * res, end)
-            stages.append((ns - start, ne - ns))
-            start, end = ns, ne
-        else:
-            stages.append((0, end - start))
-    return AxisCrop(index, own, crop, tuple(stages), (start * p, end * p), s, True)
+        stages.append(cut(need) if staged else (0, end - start))
+    return AxisCrop(index, own, crop, tuple(stages), (start * p, end * p), s, True, tuple(resnet_stages) if staged else ())
 
 
 def _encode_axis(vae: WanVAE, length: int, index: int, own: tuple[int, int], staged: bool, margin: int) -> AxisCrop:
@@ -235,7 +243,7 @@ def plan_exact_decode(
     staged: bool = True,
     halo_margin: int = 0,
 ) -> ExactTilePlan:
-    """Plan the exact tiled decode of ``latent_hw`` latents (see the module doc for ``tiling``).
+    """Plan the exact tiled decode of ``latent_hw`` latents (``tiling``: see docs/exact_tiling.md).
 
     ``tile_batch_size`` overrides the config's. ``halo_margin`` adds latent cells of input
     context on every side (a negative margin breaks exactness: for tests).

@@ -16,20 +16,33 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 
-def _stage_hook(tile: ExactTile, staged: bool) -> Callable[[int, torch.Tensor], torch.Tensor] | None:
-    """Crop after every block to the call's stage crops (equal for all tiles of a call)."""
-    if not staged:
-        return None
-    cuts = list(zip(tile.row.stages, tile.col.stages))
+class _StageCrops:
+    """The stage hook of one call: crops after every block and after every residual block
+    (equal for all tiles of a call). A crop is a copy, so the uncropped output is freed."""
 
-    def hook(i: int, x: torch.Tensor) -> torch.Tensor:
-        (ho, hn), (wo, wn) = cuts[i]
+    def __init__(self, tile: ExactTile) -> None:
+        self.blocks = list(zip(tile.row.stages, tile.col.stages))
+        self.resnets = [list(zip(r, c)) for r, c in zip(tile.row.resnet_stages, tile.col.resnet_stages)]
+
+    @staticmethod
+    def _crop(cut: tuple[tuple[int, int], tuple[int, int]], x: torch.Tensor) -> torch.Tensor:
+        (ho, hn), (wo, wn) = cut
         if ho == 0 and wo == 0 and hn == x.shape[-2] and wn == x.shape[-1]:
             return x
-        # A copy, so the uncropped block output is freed (the next block keeps its input alive).
         return x[..., ho : ho + hn, wo : wo + wn].contiguous()
 
-    return hook
+    def __call__(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return self._crop(self.blocks[i], x)
+
+    def after_resnet(self, i: int, j: int, x: torch.Tensor) -> torch.Tensor:
+        """After residual block ``j`` of up block ``i`` (see ``AxisCrop.resnet_stages``)."""
+        cuts = self.resnets[i] if i < len(self.resnets) else ()
+        return self._crop(cuts[j], x) if j < len(cuts) else x
+
+
+def _stage_hook(tile: ExactTile, staged: bool) -> _StageCrops | None:
+    """Crop after every block (and residual block) to the call's stage crops."""
+    return _StageCrops(tile) if staged else None
 
 
 def _gather(source: torch.Tensor, tiles: list[ExactTile]) -> torch.Tensor:

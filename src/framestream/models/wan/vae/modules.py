@@ -45,12 +45,16 @@ __all__ = [
     "patchify",
     "unpatchify",
     "StageHook",
+    "ResnetHook",
 ]
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 
 StageHook = Callable[[int, torch.Tensor], torch.Tensor]
-"""``hook(block_index, x) -> x``: called between the blocks of a stage (e.g. to crop a tile's halo)."""
+"""``hook(block_index, x) -> x``: called between the blocks of a stage (e.g. to crop a tile's halo).
+A decoder-tail hook may also have ``after_resnet(block_index, resnet_index, x) -> x``."""
+ResnetHook = Callable[[int, torch.Tensor], torch.Tensor]
+"""``hook(resnet_index, x) -> x``: called after each residual block of one up block."""
 
 
 def _like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -584,13 +588,16 @@ class UpBlock(nn.Module):
         )
         self.upsamplers = nn.ModuleList([Resample(out_dim, mode, time_scale=time_scale)]) if mode else None
 
-    def forward(self, x: torch.Tensor, run: ChunkRun) -> torch.Tensor:
-        return self.forward_space(self.forward_time(x, run))
+    def forward(self, x: torch.Tensor, run: ChunkRun, after_resnet: ResnetHook | None = None) -> torch.Tensor:
+        return self.forward_space(self.forward_time(x, run, after_resnet))
 
-    def forward_time(self, x: torch.Tensor, run: ChunkRun) -> torch.Tensor:
-        """The residual blocks and the temporal half of the upsampler (frames final in number)."""
-        for block in self.resnets:
+    def forward_time(self, x: torch.Tensor, run: ChunkRun, after_resnet: ResnetHook | None = None) -> torch.Tensor:
+        """The residual blocks and the temporal half of the upsampler (frames final in number).
+        ``after_resnet(j, x) -> x`` runs after residual block ``j`` (the exact tiler crops there)."""
+        for j, block in enumerate(self.resnets):
             x = block(x, run)
+            if after_resnet is not None:
+                x = after_resnet(j, x)
         return x if self.upsamplers is None else self.upsamplers[0].upsample_time(x, run)
 
     def forward_space(self, x: torch.Tensor) -> torch.Tensor:
@@ -773,12 +780,20 @@ class Decoder(nn.Module):
         activations) run on slices of that many frames (:func:`run_time_sliced`).
         """
         split = self.full_rate_from
+        fine = getattr(after_block, "after_resnet", None)
+
+        def inner(i: int) -> ResnetHook | None:
+            return None if fine is None else (lambda j, y: fine(i, j, y))
+
+        def run_block(i: int, block: nn.Module, y: torch.Tensor, sub: ChunkRun | SliceRun) -> torch.Tensor:
+            return block(y, sub, inner(i)) if isinstance(block, UpBlock) else block(y, sub)
+
         # The last temporal upsampler's spatial half is frame-local: it joins the time slices,
         # so its 2x-upsampled input never exists for a whole chunk (Wan 2.1 up blocks).
         last = self.up_blocks[split - 1] if split else None
         space_in_slices = isinstance(last, UpBlock)
         for i, block in enumerate(self.up_blocks[:split]):
-            x = block.forward_time(x, run) if space_in_slices and i == split - 1 else block(x, run)
+            x = block.forward_time(x, run, inner(i)) if space_in_slices and i == split - 1 else run_block(i, block, x, run)
             if after_block is not None and not (space_in_slices and i == split - 1):
                 x = after_block(i, x)
 
@@ -788,7 +803,7 @@ class Decoder(nn.Module):
                 if after_block is not None:
                     y = after_block(split - 1, y)
             for i, block in enumerate(self.up_blocks[split:], split):
-                y = block(y, sub)
+                y = run_block(i, block, y, sub)
                 if after_block is not None:
                     y = after_block(i, y)
             return self.conv_out(F.silu(self.norm_out(y), inplace=True), sub)
