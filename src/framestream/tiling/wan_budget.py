@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Literal, NamedTuple
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -22,7 +23,7 @@ from framestream.tiling.planner import TilingConfig
 from framestream.tiling.receptive_field import decoder_block_scales
 from framestream.tiling.wan_exact.plan import ExactTilePlan, _check_batch, _positive_pair, plan_exact_decode
 
-__all__ = ["ExactDecodeMemory", "estimate_exact_decode_memory", "choose_exact_tiling"]
+__all__ = ["ExactDecodeMemory", "estimate_exact_decode_memory", "choose_exact_tiling", "search_exact_tilings"]
 
 
 class ExactDecodeMemory(NamedTuple):
@@ -247,6 +248,46 @@ def estimate_exact_decode_memory(
     return ExactDecodeMemory(*(int(v * e) for v in (head_cache, tail_cache, head_peak, call_peak, chunk_io, total)))
 
 
+def search_exact_tilings(
+    max_side: int,
+    plan_for: Callable[[int, int], ExactTilePlan],
+    estimate: Callable[[ExactTilePlan], Any],
+    budget_bytes: float,
+    max_tile_batch_size: int | None = None,
+    *,
+    skip_one_tile: bool = False,
+) -> tuple[TilingChoice | None, tuple[int, Any] | None]:
+    """The largest owned tile side (in latents), then the largest tile batch, whose ``estimate(plan).total``
+    fits ``budget_bytes``; plus the leanest ``(tile, estimate)`` seen (for the error when none fits).
+
+    Sides from ``max_side`` down to 1 are tried; a side giving the same owned tiles as a larger
+    one is skipped, and the side returned is the smallest giving the chosen plan (its largest
+    owned side). ``plan_for(side, batch)`` plans; ``skip_one_tile`` leaves out one-tile plans.
+    """
+    leanest: tuple[int, Any] | None = None
+    seen: set[tuple] = set()
+    for tile in range(max_side, 0, -1):
+        plan = plan_for(tile, 1)
+        owned = (tuple(r.own for r in plan.rows), tuple(c.own for c in plan.cols))
+        if (skip_one_tile and len(plan) == 1) or owned in seen:
+            continue
+        seen.add(owned)
+        est = estimate(plan)
+        if leanest is None or est.total < leanest[1].total:
+            leanest = (tile, est)
+        if est.total > budget_bytes:
+            continue
+        canonical = max(b - a for axis in owned for a, b in axis)
+        if canonical != tile and plan_for(canonical, 1) == plan:
+            tile = canonical
+        top = max(Counter(t.key for t in plan.tiles).values())
+        if max_tile_batch_size is not None:
+            top = min(top, max_tile_batch_size)
+        best = next((b for b in range(top, 1, -1) if estimate(plan_for(tile, b)).total <= budget_bytes), 1)
+        return TilingChoice(tile_size_px=tile, tile_batch_size=best), leanest
+    return None, leanest
+
+
 def choose_exact_tiling(
     vae: WanVAE,
     latent_hw: tuple[int, int],
@@ -302,32 +343,11 @@ def choose_exact_tiling(
         config = TilingConfig(tile_size_px=tile * s, tile_overlap_px=0)
         return plan_exact_decode(vae, (h, w), config, tile_batch_size=batch, staged=staged)
 
-    leanest: ExactDecodeMemory | None = None
-    seen: set[tuple] = set()
-    for tile in range(max(h, w), 0, -1):
-        plan = plan_for(tile, 1)
-        owned = (tuple(r.own for r in plan.rows), tuple(c.own for c in plan.cols))
-        if owned in seen:
-            continue
-        seen.add(owned)
-        est = estimate(plan)
-        if leanest is None or est.total < leanest.total:
-            leanest = est
-        if est.total > budget_bytes:
-            continue
-        canonical = max(b - a for axis in owned for a, b in axis)
-        if canonical != tile and plan_for(canonical, 1) == plan:
-            tile = canonical
-        top = max(Counter(t.key for t in plan.tiles).values())
-        if max_tile_batch_size is not None:
-            top = min(top, max_tile_batch_size)
-        best = 1
-        for batch in range(top, 1, -1):
-            if estimate(plan_for(tile, batch)).total <= budget_bytes:
-                best = batch
-                break
-        return TilingChoice(tile_size_px=tile * s, tile_batch_size=best)
-    assert leanest is not None
+    choice, lean = search_exact_tilings(max(h, w), plan_for, estimate, budget_bytes, max_tile_batch_size)
+    if choice is not None:
+        return TilingChoice(tile_size_px=choice.tile_size_px * s, tile_batch_size=choice.tile_batch_size)
+    assert lean is not None
+    leanest = lean[1]
     if leanest.order == "tile":
         raise ValueError(
             f"no exact tiling of {h}x{w} latents fits {budget_bytes:.4g} bytes (order='tile'): the leanest tile size "

@@ -25,7 +25,7 @@ from framestream.models.wan.vae.modules import CausalConv3d, Resample, ResidualB
 from framestream.tiling.budget import TilingChoice
 from framestream.tiling.planner import TilingConfig
 from framestream.tiling.receptive_field import encoder_block_scales
-from framestream.tiling.wan_budget import _conv_buffer
+from framestream.tiling.wan_budget import _conv_buffer, search_exact_tilings
 from framestream.tiling.wan_exact.plan import (
     MAX_ENCODE_HALO_OVERHEAD,
     ExactTilePlan,
@@ -453,27 +453,11 @@ def choose_exact_encode_tiling(
     untiled = estimate(_one_tile(vae, hw, staged), "frame")
     if untiled.total <= budget_bytes:
         return TilingChoice(tile_size_px=max(h, w) * s, tile_batch_size=1)
-    leanest: tuple[int, ExactEncodeMemory] | None = None
-    seen: set[tuple] = set()
-    for tile in range(max(h, w), 0, -1):
-        plan = plan_for(tile, 1)
-        owned = (tuple(r.own for r in plan.rows), tuple(c.own for c in plan.cols))
-        if len(plan) == 1 or owned in seen:
-            continue
-        seen.add(owned)
-        est = estimate(plan, order)
-        if leanest is None or est.total < leanest[1].total:
-            leanest = (tile, est)
-        if est.total > budget_bytes:
-            continue
-        canonical = max(b - a for axis in owned for a, b in axis)
-        if canonical != tile and plan_for(canonical, 1) == plan:
-            tile = canonical
-        top = max(Counter(t.key for t in plan.tiles).values())
-        if max_tile_batch_size is not None:
-            top = min(top, max_tile_batch_size)
-        best = next((b for b in range(top, 1, -1) if estimate(plan_for(tile, b), order).total <= budget_bytes), 1)
-        return TilingChoice(tile_size_px=tile * s, tile_batch_size=best)
+    choice, leanest = search_exact_tilings(
+        max(h, w), plan_for, lambda plan: estimate(plan, order), budget_bytes, max_tile_batch_size, skip_one_tile=True
+    )
+    if choice is not None:
+        return TilingChoice(tile_size_px=choice.tile_size_px * s, tile_batch_size=choice.tile_batch_size)
     lean = untiled if leanest is None or leanest[1].total >= untiled.total else leanest[1]
     where = "untiled" if lean is untiled else f"{leanest[0] * s} px tiles ({order}-major)"  # type: ignore[index]
     fixed = "the video, its features and moments" if lean.order == "tile" else "the caches"
