@@ -106,10 +106,14 @@ class ChunkRun:
         and ``x`` matches it: no allocation per chunk (CUDA graphs need fixed slots, and the
         host allocator fragments under the churn). Atomic runs keep the old slot intact.
         """
-        if self.atomic or prev is None or prev is not self.cache.slots.get(key) or prev.shape[2] != CACHE_T:
-            self.write(key, _last_frames(prev, x, real, CACHE_T))
-            return
-        if prev.shape[:2] != x.shape[:2] or prev.shape[3:] != x.shape[3:]:
+        reusable = (
+            not self.atomic
+            and prev is not None
+            and prev is self.cache.slots.get(key)
+            and prev.shape[2] == CACHE_T
+            and prev.shape[:2] + prev.shape[3:] == x.shape[:2] + x.shape[3:]
+        )
+        if not reusable:
             self.write(key, _last_frames(prev, x, real, CACHE_T))
             return
         n = prev.shape[2]
