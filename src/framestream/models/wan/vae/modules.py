@@ -99,8 +99,8 @@ class ChunkRun:
         else:
             self.cache.slots[key] = value
 
-    def write_last_frames(self, key: str, prev: torch.Tensor | None, x: torch.Tensor, real: int) -> None:
-        """Keep the last frames of ``cat(prev, x[:, :, :real])`` in slot ``key`` (as many as ``prev`` holds).
+    def write_last_frames(self, key: str, prev: torch.Tensor | None, x: torch.Tensor, real: int, n: int) -> None:
+        """Keep the last ``n`` frames of ``cat(prev, x[:, :, :real])`` in slot ``key``.
 
         Write-through runs shift them into the slot's own tensor when ``prev`` is that tensor
         and ``x`` matches it: no allocation per chunk (CUDA graphs need fixed slots, and the
@@ -110,13 +110,12 @@ class ChunkRun:
             not self.atomic
             and prev is not None
             and prev is self.cache.slots.get(key)
-            and prev.shape[2] == CACHE_T
+            and prev.shape[2] == n
             and prev.shape[:2] + prev.shape[3:] == x.shape[:2] + x.shape[3:]
         )
         if not reusable:
-            self.write(key, _last_frames(prev, x, real, CACHE_T))
+            self.write(key, _last_frames(prev, x, real, n))
             return
-        n = prev.shape[2]
         if real >= n:
             prev.copy_(x[:, :, real - n : real])
             return
@@ -150,8 +149,8 @@ class SliceRun:
     def write(self, key: str, value: torch.Tensor) -> None:
         self.run.write(key, value)
 
-    def write_last_frames(self, key: str, prev: torch.Tensor | None, x: torch.Tensor, real: int) -> None:
-        self.run.write_last_frames(key, prev, x, real)
+    def write_last_frames(self, key: str, prev: torch.Tensor | None, x: torch.Tensor, real: int, n: int) -> None:
+        self.run.write_last_frames(key, prev, x, real, n)
 
     def real_frames(self, frames: int, time_scale: int) -> int:
         return max(0, min(frames, self.real))
@@ -247,10 +246,7 @@ class CausalConv3d(nn.Module):
             prev = _like(prev, x)
         y = self._conv_after(prev, x)
         if run is not None:
-            if self.context == CACHE_T:
-                run.write_last_frames(self.cache_key, prev, x, run.real_frames(x.shape[2], self.time_scale))
-            else:
-                run.write(self.cache_key, _last_frames(prev, x, run.real_frames(x.shape[2], self.time_scale), self.context))
+            run.write_last_frames(self.cache_key, prev, x, run.real_frames(x.shape[2], self.time_scale), self.context)
         return y
 
     def _conv_after(self, prev: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
@@ -797,8 +793,11 @@ class Decoder(nn.Module):
         last = self.up_blocks[split - 1] if split else None
         space_in_slices = isinstance(last, UpBlock)
         for i, block in enumerate(self.up_blocks[:split]):
-            x = block.forward_time(x, run, inner(i)) if space_in_slices and i == split - 1 else run_block(i, block, x, run)
-            if after_block is not None and not (space_in_slices and i == split - 1):
+            if space_in_slices and i == split - 1:
+                x = block.forward_time(x, run, inner(i))  # its spatial half and its crop run in the slices
+                continue
+            x = run_block(i, block, x, run)
+            if after_block is not None:
                 x = after_block(i, x)
 
         def full_rate(y: torch.Tensor, sub: ChunkRun | SliceRun) -> torch.Tensor:
