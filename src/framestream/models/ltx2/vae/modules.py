@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from framestream.models.ltx2.vae.config import BlockPlan, LTX2VAEArchConfig
+from framestream.utils.conv import conv3d
 
 __all__ = [
     "StepHook",
@@ -119,7 +120,7 @@ class CausalConv3d(nn.Module):
         if p and self.padding_mode != "zeros":
             x = F.pad(x, (p, p, p, p, 0, 0), mode=self.padding_mode)
             padding = (0, 0, 0)
-        return F.conv3d(x, _cast(self.conv.weight, x), _cast(self.conv.bias, x), padding=padding)
+        return conv3d(x, _cast(self.conv.weight, x), _cast(self.conv.bias, x), padding=padding)
 
 
 class TimestepEmbedder(nn.Module):
@@ -186,7 +187,7 @@ class ResnetBlock(nn.Module):
             n = self.norm3
             skip = F.layer_norm(skip.movedim(1, -1), n.normalized_shape, _cast(n.weight, x), _cast(n.bias, x), n.eps).movedim(-1, 1)
         if self.conv_shortcut is not None:
-            skip = F.conv3d(skip, _cast(self.conv_shortcut.weight, x), _cast(self.conv_shortcut.bias, x))
+            skip = conv3d(skip, _cast(self.conv_shortcut.weight, x), _cast(self.conv_shortcut.bias, x))
         return h + skip
 
 

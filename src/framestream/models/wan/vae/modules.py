@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from framestream.models.wan.vae.cache import CACHE_T, WanCausalCache
+from framestream.utils.conv import conv3d
 
 __all__ = [
     "ChunkRun",
@@ -236,7 +237,7 @@ class CausalConv3d(nn.Module):
 
     def conv(self, x: torch.Tensor) -> torch.Tensor:
         """The plain convolution (spatial zero padding, no temporal padding)."""
-        return F.conv3d(x, _like(self.weight, x), _like(self.bias, x), self.stride, self.spatial_padding)
+        return conv3d(x, _like(self.weight, x), _like(self.bias, x), self.stride, self.spatial_padding)
 
     def forward(self, x: torch.Tensor, run: ChunkRun | None = None) -> torch.Tensor:
         if self.context == 0:
@@ -254,8 +255,9 @@ class CausalConv3d(nn.Module):
 
         The temporal context and the spatial zero halo go into one buffer (one copy of
         ``x``, like a plain concatenation; only the borders are zero-filled), then the
-        convolution runs unpadded: CPU 3D kernels are several times slower with
-        built-in padding (GPU timing of the two forms not measured yet).
+        convolution runs unpadded: PyTorch's native CPU kernel (used under
+        ``torch.compile`` and for half types) is several times slower with built-in
+        padding; oneDNN runs both forms equally fast (GPU timing not measured yet).
         """
         b, c, t, h, w = x.shape
         ctx, (_, ph, pw) = self.context, self.spatial_padding
@@ -275,14 +277,14 @@ class CausalConv3d(nn.Module):
         else:
             inner[:, :, :ctx].copy_(prev[:, :, prev.shape[2] - ctx :])
         inner[:, :, ctx:].copy_(x)
-        return F.conv3d(buf, weight, bias, self.stride)
+        return conv3d(buf, weight, bias, self.stride)
 
     def _one_frame(
         self, prev: torch.Tensor | None, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     ) -> torch.Tensor:
         """One output frame (time slices, a stream's first frame) as a sum of 2D convs, one per
-        temporal tap: no padded context buffer (three input frames), and CPU conv3d with a
-        single output frame is up to 6x slower. Zero context frames contribute nothing."""
+        temporal tap: no three-frame context buffer, as fast on the CPU as oneDNN's conv3d on
+        such a buffer (measured), and zero context frames (a stream's start) are skipped."""
         ctx, (_, ph, pw) = self.context, self.spatial_padding
         taps = [None if prev is None else prev[:, :, prev.shape[2] - ctx + k] for k in range(ctx)]
         taps.append(x[:, :, 0])
