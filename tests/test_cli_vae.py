@@ -132,8 +132,13 @@ def test_png_npy_safetensors_outputs_match_the_float_reference(files, latents, v
     np.testing.assert_array_equal(from_st, from_npy)
     # uint8 conversion = round-to-nearest of the float decode (not truncation).
     ref = reference_frames(vae, latents)[0].permute(1, 2, 3, 0).double().numpy()
-    expected = np.clip(np.rint((ref + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    np.testing.assert_array_equal(from_npy, expected)
+    levels = (ref + 1.0) * 127.5
+    expected = np.clip(np.rint(levels), 0, 255).astype(np.uint8)
+    # The CLI's float decode may differ from this one by float rounding (~1e-6), which can
+    # only flip values sitting on a rounding boundary: equal everywhere else, off by one there.
+    on_boundary = np.abs(levels - np.floor(levels) - 0.5) < 1e-3
+    diff = np.abs(from_npy.astype(np.int16) - expected.astype(np.int16))
+    assert diff.max() <= 1 and not diff[~on_boundary].any() and on_boundary.mean() < 0.01
     assert not np.array_equal(expected, ((ref + 1.0) * 127.5).astype(np.uint8))  # truncation would differ
     # --format overrides the suffix; a folder path without a trailing slash is PNG too.
     assert main(decode_args(files, latents, tmp_path / "frames2")) == 0

@@ -263,8 +263,11 @@ def _rate(fn, flops: float, min_seconds: float, sync) -> float:
 
 
 def conv3d_throughput(timer, shapes: list[dict], min_seconds: float = 1.0, device: str = "auto", seed: int = 0):
-    """Dense ``F.conv3d`` FLOP/s for each ``{in_channels, out_channels, kernel, input_thw, batch}`` (unpadded
-    input already holding the halo, as :class:`CausalConv3d` runs it). ``timer.extra['conv3d_flops_per_s']``."""
+    """Dense 3D conv FLOP/s (:func:`framestream.utils.conv.conv3d`, the VAEs' kernel) for each
+    ``{in_channels, out_channels, kernel, input_thw, batch}`` (unpadded input already holding the
+    halo, as :class:`CausalConv3d` runs it). ``timer.extra['conv3d_flops_per_s']``."""
+    from framestream.utils.conv import conv3d
+
     dev = device_of(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     g = torch.Generator().manual_seed(seed)
@@ -277,7 +280,7 @@ def conv3d_throughput(timer, shapes: list[dict], min_seconds: float = 1.0, devic
             b = torch.zeros(s["out_channels"], device=dev)
             out_elems = s["batch"] * s["out_channels"] * (s["input_thw"][0] - k[0] + 1) * (s["input_thw"][1] - k[1] + 1) * (s["input_thw"][2] - k[2] + 1)
             flops = 2.0 * out_elems * s["in_channels"] * k[0] * k[1] * k[2]
-            rates.append(_rate(lambda: torch.nn.functional.conv3d(x, w, b), flops, min_seconds, sync))
+            rates.append(_rate(lambda: conv3d(x, w, b), flops, min_seconds, sync))
     timer.extra["conv3d_flops_per_s"] = rates
     return None
 

@@ -27,7 +27,8 @@ meta device (tested; on CPU tensors that counter misses the fused attention kern
 
 Attainable speed: :func:`conv_shapes` lists the decoder's distinct 3x3x3 conv shapes
 with their share of the FLOPs; the ``roofline`` scenario times each as a plain
-``F.conv3d`` (the machine's dense conv3d throughput at the decoder's widths), and
+:func:`framestream.utils.conv.conv3d`, the kernel the decoder runs (the machine's dense
+conv3d throughput at the decoder's widths), and
 also a square fp32 GEMM. The fraction reported is
 ``achieved FLOP/s of the decode / FLOP-weighted conv3d throughput``, where the
 weighted throughput is ``sum(flops_i) / sum(flops_i / throughput_i)`` (the time the
