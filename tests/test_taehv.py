@@ -140,7 +140,7 @@ def test_checkpoint_errors_are_clear(tmp_path):
 def test_parity_with_flashdreams_decoder(tmp_path, monkeypatch):
     root = flashdreams_root()
     if root is None:
-        pytest.skip("flashdreams not present (pip download flashdreams==0.1.0 --no-deps; unzip; FLASHDREAMS_ROOT=dir)")
+        pytest.skip("flashdreams not present (the README set-up installs it: pip install --no-deps flashdreams==0.1.0)")
     impl = load_flashdreams_taehv(root, monkeypatch)
     model = _model(width=8)
     path = tmp_path / "taew2_1.pth"
