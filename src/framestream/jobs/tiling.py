@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from framestream.tiling.budget import TilingChoice
 from framestream.tiling.planner import TilingConfig
 
 __all__ = [
@@ -112,6 +113,13 @@ def _ltx2_halo_warning(vae: Any, kind: str, size_hw: tuple[int, int], tiling: Ti
     )
 
 
+def _tiling_for(choice: TilingChoice, frame_side_px: int) -> TilingConfig | None:
+    """The config of a budget search's ``TilingChoice``; None when one tile covers the frame (no tiling needed)."""
+    if choice.tile_size_px >= frame_side_px and choice.tile_batch_size == 1:
+        return None
+    return TilingConfig(tile_size_px=choice.tile_size_px, tile_overlap_px=0, tile_batch_size=choice.tile_batch_size)
+
+
 def auto_decode_tiling(
     vae: Any,
     latent_shape: tuple[int, ...],
@@ -144,9 +152,7 @@ def auto_decode_tiling(
         )
     except ValueError as err:
         raise ValueError(f"--memory-budget: {err}; raise the budget or lower --chunk") from None
-    if choice.tile_size_px >= max(h, w) * vae.arch.scale_factor_spatial and choice.tile_batch_size == 1:
-        return None  # one tile covers the frame: no tiling needed
-    return TilingConfig(tile_size_px=choice.tile_size_px, tile_overlap_px=0, tile_batch_size=choice.tile_batch_size)
+    return _tiling_for(choice, max(h, w) * vae.arch.scale_factor_spatial)
 
 
 def auto_encode_tiling(
@@ -174,9 +180,7 @@ def auto_encode_tiling(
     except ValueError as err:
         hint = " or use --tile-order tile" if order == "frame" else ""
         raise ValueError(f"--memory-budget: {err}; raise the budget{hint} or lower --chunk") from None
-    if choice.tile_size_px >= max(size_hw) and choice.tile_batch_size == 1:
-        return None  # one tile covers the frame: no tiling needed
-    return TilingConfig(tile_size_px=choice.tile_size_px, tile_overlap_px=0, tile_batch_size=choice.tile_batch_size)
+    return _tiling_for(choice, max(size_hw))
 
 
 def safe_encode_tiling(

@@ -23,7 +23,13 @@ from framestream.tiling.planner import TilingConfig
 from framestream.tiling.receptive_field import decoder_block_scales
 from framestream.tiling.wan_exact.plan import ExactTilePlan, _check_batch, _positive_pair, plan_exact_decode
 
-__all__ = ["ExactDecodeMemory", "estimate_exact_decode_memory", "choose_exact_tiling", "search_exact_tilings"]
+__all__ = [
+    "ExactDecodeMemory",
+    "estimate_exact_decode_memory",
+    "choose_exact_tiling",
+    "check_search_limits",
+    "search_exact_tilings",
+]
 
 
 class ExactDecodeMemory(NamedTuple):
@@ -248,6 +254,14 @@ def estimate_exact_decode_memory(
     return ExactDecodeMemory(*(int(v * e) for v in (head_cache, tail_cache, head_peak, call_peak, chunk_io, total)))
 
 
+def check_search_limits(budget_bytes: float, max_tile_batch_size: int | None) -> None:
+    """The checks a budget search needs before any work: a positive budget and a valid batch cap."""
+    if max_tile_batch_size is not None:
+        _check_batch(max_tile_batch_size)
+    if not budget_bytes > 0:
+        raise ValueError(f"budget_bytes must be positive, got {budget_bytes!r}")
+
+
 def search_exact_tilings(
     max_side: int,
     plan_for: Callable[[int, int], ExactTilePlan],
@@ -319,10 +333,7 @@ def choose_exact_tiling(
     tiling removes is the head (features of all chunks) and the output video.
     """
     h, w = _positive_pair(latent_hw, "latent_hw")
-    if max_tile_batch_size is not None:
-        _check_batch(max_tile_batch_size)
-    if not budget_bytes > 0:
-        raise ValueError(f"budget_bytes must be positive, got {budget_bytes!r}")
+    check_search_limits(budget_bytes, max_tile_batch_size)
     s = vae.spatial_ratio
 
     def estimate(plan: ExactTilePlan) -> ExactDecodeMemory:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import torch
@@ -25,7 +26,7 @@ from framestream.models.wan.vae.modules import CausalConv3d, Resample, ResidualB
 from framestream.tiling.budget import TilingChoice
 from framestream.tiling.planner import TilingConfig
 from framestream.tiling.receptive_field import encoder_block_scales
-from framestream.tiling.wan_budget import _conv_buffer, search_exact_tilings
+from framestream.tiling.wan_budget import _conv_buffer, check_search_limits, search_exact_tilings
 from framestream.tiling.wan_exact.plan import (
     MAX_ENCODE_HALO_OVERHEAD,
     ExactTilePlan,
@@ -276,6 +277,34 @@ def _owned_px(plan: ExactTilePlan) -> tuple[int, int]:
     return (max(b - a for a, b in (r.own for r in plan.rows)) * s, max(b - a for a, b in (c.own for c in plan.cols)) * s)
 
 
+def _encode_estimator(
+    vae: WanVAE,
+    batch_size: int,
+    chunk_size: int,
+    dtype: torch.dtype,
+    atomic_chunks: bool,
+    frames: int | None,
+    offload_caches: bool,
+) -> Callable[[ExactTilePlan, Order], ExactEncodeMemory]:
+    """``estimate(plan, order)``: :func:`estimate_exact_encode_memory` with these settings; cache
+    offload counts only where it applies (frame order, more than one tile)."""
+
+    def estimate(plan: ExactTilePlan, order: Order) -> ExactEncodeMemory:
+        return estimate_exact_encode_memory(
+            vae,
+            plan,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            dtype=dtype,
+            atomic_chunks=atomic_chunks,
+            order=order,
+            frames=frames,
+            offload_caches=offload_caches and order == "frame" and len(plan) > 1,
+        )
+
+    return estimate
+
+
 class SafeEncodePlan(NamedTuple):
     """Result of :func:`plan_exact_encode_safe`."""
 
@@ -334,19 +363,7 @@ def plan_exact_encode_safe(
     if tile_batch_size is not None:  # in the config, so that `tiling` plans the same calls
         config = dataclasses.replace(config, tile_batch_size=_check_batch(tile_batch_size))
 
-    def estimate(p: ExactTilePlan, o: Order) -> ExactEncodeMemory:
-        return estimate_exact_encode_memory(
-            vae,
-            p,
-            batch_size=batch_size,
-            chunk_size=chunk_size,
-            dtype=dtype,
-            atomic_chunks=atomic_chunks,
-            order=o,
-            frames=frames,
-            offload_caches=offload_caches and o == "frame" and len(p) > 1,
-        )
-
+    estimate = _encode_estimator(vae, batch_size, chunk_size, dtype, atomic_chunks, frames, offload_caches)
     plan = plan_exact_encode(vae, hw, config, staged=staged)  # validates everything
     whole = _one_tile(vae, hw, staged)
     untiled = estimate(whole, "frame")
@@ -425,27 +442,13 @@ def choose_exact_encode_tiling(
     halos add to it, so tile-major is usually the order that fits.
     """
     hw = _positive_pair(video_hw, "video_hw")
-    if max_tile_batch_size is not None:
-        _check_batch(max_tile_batch_size)
-    if not budget_bytes > 0:
-        raise ValueError(f"budget_bytes must be positive, got {budget_bytes!r}")
+    check_search_limits(budget_bytes, max_tile_batch_size)
     s = vae.spatial_ratio
     if hw[0] % s or hw[1] % s:
         raise ValueError(f"video height and width must be multiples of {s}, got {hw[0]}x{hw[1]}")
     h, w = hw[0] // s, hw[1] // s
 
-    def estimate(plan: ExactTilePlan, o: Order) -> ExactEncodeMemory:
-        return estimate_exact_encode_memory(
-            vae,
-            plan,
-            batch_size=batch_size,
-            chunk_size=chunk_size,
-            dtype=dtype,
-            atomic_chunks=atomic_chunks,
-            order=o,
-            frames=frames,
-            offload_caches=offload_caches and o == "frame" and len(plan) > 1,
-        )
+    estimate = _encode_estimator(vae, batch_size, chunk_size, dtype, atomic_chunks, frames, offload_caches)
 
     def plan_for(tile: int, batch: int) -> ExactTilePlan:
         return plan_exact_encode(vae, hw, TilingConfig(tile_size_px=tile * s, tile_overlap_px=0), tile_batch_size=batch, staged=staged)
