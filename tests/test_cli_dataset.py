@@ -20,12 +20,7 @@ from framestream.io.video import StreamingVideoWriter
 from framestream.models.wan.vae import WanVAE, init_random_weights, tiny_wan21_arch
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pattern_video(path: Path, frames: int, height: int, width: int, seed: int) -> Path:

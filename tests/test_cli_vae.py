@@ -22,12 +22,7 @@ from framestream.models.wan.vae.checkpoint import diffusers_to_original_state_di
 H, W, FPS = 40, 48, 12  # 5x6 latents
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pattern_video(path: Path, frames: int, height: int = H, width: int = W, fps: float = FPS) -> Path:

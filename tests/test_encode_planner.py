@@ -30,12 +30,7 @@ ARCHS = {"wan21": tiny_wan21_arch(), "wan22": tiny_wan22_arch()}
 STRIP = (32, 320)  # 4x40 Wan 2.1 latents: wide enough for tile-major tiles to save memory
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def encoder(arch, seed: int = 0) -> WanVAE:

@@ -33,12 +33,7 @@ from framestream.models.wan.vae import WanVAE, init_random_weights, tiny_wan21_a
 H, W = 40, 48  # 5x6 latents of the tiny Wan 2.1 VAE
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pattern_video(path: Path, frames: int, height: int = H, width: int = W) -> Path:

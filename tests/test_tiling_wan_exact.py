@@ -33,12 +33,7 @@ ARCHS = {"wan21": tiny_wan21_arch(), "wan22": tiny_wan22_arch()}
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(arch, seed: int = 0) -> WanVAE:

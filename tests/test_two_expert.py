@@ -26,12 +26,7 @@ LOW = [882, 833, 769, 682, 556, 359]
 LATENT = (1, 16, 2, 4, 6)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _expert(seed: int, guidance: float) -> WanTransformerConfig:

@@ -39,12 +39,7 @@ from framestream.recipes.runner import iter_video_chunks
 from framestream.recipes.wan22 import with_image_conditioning, with_video_size
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- recipes

@@ -21,13 +21,7 @@ STEPS = 4
 SEED = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine run fastest single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomize(module: torch.nn.Module, seed: int, std: float = 0.2, gamma_one: bool = False) -> None:

@@ -30,13 +30,7 @@ LATENT_HW = (4, 6)
 ARCHS = {"wan21": tiny_wan21_arch(), "wan22": tiny_wan22_arch()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convs on a shared CPU run fastest (and steadiest) single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize(model: torch.nn.Module, seed: int) -> None:
